@@ -1,0 +1,54 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from lungcad import __version__
+from lungcad.settings import Settings, get_settings
+
+from lungcad_gateway import problems
+from lungcad_gateway.metrics import Metrics, MetricsMiddleware
+from lungcad_gateway.relay import Relay
+from lungcad_gateway.routes import health, jobs
+from lungcad_gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Asynchronous chest-CT analysis jobs: upload a study, poll the job or receive a
+signed webhook, then fetch the findings, DICOM SR and SEG.
+
+**Research use, not for clinical diagnosis.**
+
+Errors are RFC 9457 `application/problem+json` documents with a stable `code`."""
+
+
+def create_app(settings: Settings | None = None, run_relay: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_safe()
+    runtime = Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        relay = Relay(runtime) if run_relay else None
+        if relay is not None:
+            relay.start()
+        try:
+            yield
+        finally:
+            if relay is not None:
+                relay.stop()
+            runtime.close()
+
+    app = FastAPI(title="LungCAD API", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.metrics = Metrics(runtime)
+    problems.install(app)
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,67 @@
+"""FastAPI dependencies: the session, the authenticated tenant, the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from lungcad.db.models import Tenant
+from lungcad.errors import Unauthorized
+from lungcad.settings import Settings
+from lungcad.storage import ObjectStore
+from sqlalchemy.orm import Session
+
+from lungcad_gateway.auth import tenant_for_key
+from lungcad_gateway.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_settings_dep(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+def get_db(runtime: RuntimeDep) -> Iterator[Session]:
+    session = runtime.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_store(runtime: RuntimeDep) -> ObjectStore:
+    return runtime.store
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_db)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+
+def api_key_from(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key") or None
+
+
+def current_tenant(request: Request, session: SessionDep) -> Tenant:
+    key = api_key_from(request)
+    if not key:
+        raise Unauthorized("Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key'.",
+                           code="missing_api_key")
+    tenant = tenant_for_key(session, key)
+    if tenant is None:
+        raise Unauthorized("The API key is not valid or has been revoked.",
+                           code="invalid_api_key")
+    request.state.tenant_id = tenant.id
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(current_tenant)]

@@ -1,0 +1,180 @@
+"""Accepting an upload: stream it to a spool folder, check it, store it, then create the job,
+its inputs and its dispatch outbox row in one transaction.
+
+Nothing is left behind by a refused upload: no job row, no stored object, no spool file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fastapi import Request
+from lungcad.celery_app import TASK_PREPROCESS
+from lungcad.db.models import Job, JobInput, JobState, Tenant, new_id
+from lungcad.db.types import utcnow
+from lungcad.errors import InvalidInput, PayloadTooLarge
+from lungcad.ingest.inspect import EXTENSIONS, UploadPart, UploadSummary, inspect_upload
+from lungcad.jobs import enqueue_stage
+from lungcad.storage import StoredObject
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from lungcad_gateway.multipart import ParsedForm, read_form
+from lungcad_gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+ALLOWED_FIELDS = {"series_instance_uid", "patient_age", "patient_sex", "callback_url"}
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    series_instance_uid: str | None = None
+    patient_age: int | None = None
+    patient_sex: str | None = None
+    callback_url: str | None = None
+
+
+def parse_options(fields: dict[str, str]) -> JobOptions:
+    unknown = sorted(set(fields) - ALLOWED_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown form field(s): {', '.join(unknown)}. Allowed: files, "
+                           f"{', '.join(sorted(ALLOWED_FIELDS))}.", code="unknown_field",
+                           status=400)
+    uid = fields.get("series_instance_uid", "").strip() or None
+    if uid is not None and (len(uid) > 64 or not _UID.match(uid)):
+        raise InvalidInput("series_instance_uid is not a DICOM UID.", code="invalid_field")
+    age = fields.get("patient_age", "").strip() or None
+    age_value = None
+    if age is not None:
+        if not age.isdigit() or not 0 <= int(age) <= 130:
+            raise InvalidInput("patient_age must be a whole number of years, 0 to 130.",
+                               code="invalid_field")
+        age_value = int(age)
+    sex = (fields.get("patient_sex", "").strip().upper() or None)
+    if sex is not None and sex not in ("M", "F", "O"):
+        raise InvalidInput("patient_sex must be M, F or O.", code="invalid_field")
+    url = fields.get("callback_url", "").strip() or None
+    if url is not None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2000:
+            raise InvalidInput("callback_url must be an absolute http(s) URL.",
+                               code="invalid_field")
+    return JobOptions(uid, age_value, sex, url)
+
+
+def find_idempotent(runtime: Runtime, tenant: Tenant, key: str | None) -> Job | None:
+    if not key:
+        return None
+    if len(key) > 200:
+        raise InvalidInput("Idempotency-Key is longer than 200 characters.",
+                           code="invalid_header", status=400)
+    with runtime.sessions() as session:
+        return session.scalars(select(Job).where(Job.tenant_id == tenant.id,
+                                                 Job.idempotency_key == key)).first()
+
+
+def _store_parts(runtime: Runtime, job_id: str, form: ParsedForm,
+                 kinds: list[str]) -> list[tuple[StoredObject, str, str | None]]:
+    stored: list[tuple[StoredObject, str, str | None]] = []
+    try:
+        for ordinal, (part, kind) in enumerate(zip(form.files, kinds, strict=True)):
+            ext = EXTENSIONS.get(kind, ".bin" if kind != "dicom_maybe" else ".dcm")
+            key = f"jobs/{job_id}/input/{ordinal:05d}{ext}"
+            obj = runtime.store.put_file(key, part.path, sha256=part.sha256)
+            if obj.sha256 != part.sha256 or obj.size != part.size:
+                raise InvalidInput("The stored bytes differ from the received bytes.",
+                                   code="checksum_mismatch", status=500)
+            stored.append((obj, "dicom" if kind == "dicom_maybe" else kind, part.original_name))
+    except BaseException:
+        _delete_quietly(runtime, [s[0].key for s in stored])
+        raise
+    return stored
+
+
+def _delete_quietly(runtime: Runtime, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            runtime.store.delete(key)
+        except Exception:  # noqa: BLE001 - best effort cleanup; logged
+            log.exception("could not delete %s after a refused upload", key)
+
+
+def _create_job(runtime: Runtime, tenant: Tenant, job_id: str, options: JobOptions,
+                summary: UploadSummary, stored: list[tuple[StoredObject, str, str | None]],
+                idempotency_key: str | None) -> Job:
+    settings = runtime.settings
+    now = utcnow()
+    with runtime.sessions() as session:
+        job = Job(
+            id=job_id, tenant_id=tenant.id, state=JobState.QUEUED, stage="queued", progress=0,
+            attempts=1, created_at=now, updated_at=now,
+            deadline_at=now + timedelta(seconds=settings.queued_deadline_s),
+            idempotency_key=idempotency_key, callback_url=options.callback_url,
+            requested_series_uid=options.series_instance_uid, patient_age=options.patient_age,
+            patient_sex=options.patient_sex, input_format=summary.format,
+            input_bytes=sum(obj.size for obj, _, _ in stored), patient_id=summary.patient_id,
+            study_instance_uid=summary.study_uid, study_date=summary.study_date,
+            series_description=summary.series_description, timings_s={},
+            details={"modalities": summary.modalities, "dicom_files": summary.dicom_files},
+        )
+        session.add(job)
+        for ordinal, (obj, kind, name) in enumerate(stored):
+            session.add(JobInput(job_id=job_id, ordinal=ordinal, object_key=obj.key, kind=kind,
+                                 size=obj.size, sha256=obj.sha256, original_name=name))
+        enqueue_stage(session, job, TASK_PREPROCESS)
+        session.commit()
+        session.refresh(job)
+        _ = job.inputs
+        return job
+
+
+async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
+                        idempotency_key: str | None) -> tuple[Job, bool]:
+    """Returns (job, created). ``created`` is False for an idempotent replay."""
+    settings = runtime.settings
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"The upload declares {declared} bytes; the limit is "
+                              f"{settings.max_upload_bytes}.")
+    spool_root = settings.upload_spool_dir or (settings.data_dir / "spool")
+    if settings.storage_backend == "local":
+        spool_root = settings.objects_dir / ".spool"  # same file system: stored by rename
+    spool_root.mkdir(parents=True, exist_ok=True)
+    spool = Path(tempfile.mkdtemp(prefix="upload-", dir=spool_root))
+    stored: list[tuple[StoredObject, str, str | None]] = []
+    try:
+        form = await read_form(request.stream(), request.headers.get("content-type", ""), spool,
+                               settings.max_upload_bytes, settings.max_files,
+                               settings.max_form_fields)
+        options = parse_options(form.fields)
+        parts = [UploadPart(f.path, f.original_name, f.size) for f in form.files]
+        summary = await run_in_threadpool(inspect_upload, parts, settings)
+        job_id = new_id()
+        stored = await run_in_threadpool(_store_parts, runtime, job_id, form, summary.kinds)
+        try:
+            job = await run_in_threadpool(_create_job, runtime, tenant, job_id, options, summary,
+                                          stored, idempotency_key)
+        except IntegrityError:
+            _delete_quietly(runtime, [s[0].key for s in stored])
+            existing = find_idempotent(runtime, tenant, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        except BaseException:
+            await run_in_threadpool(_delete_quietly, runtime, [s[0].key for s in stored])
+            raise
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+    runtime.wake_relay.set()
+    log.info("job accepted", extra={"job_id": job.id, "tenant_id": tenant.id,
+                                    "bytes": job.input_bytes, "format": job.input_format})
+    return job, True

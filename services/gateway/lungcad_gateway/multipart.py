@@ -1,0 +1,156 @@
+"""Streaming multipart/form-data reader: file parts go straight to files on disk, hashed on the
+way, so a study is never held in memory. Limits (body size, part count) are enforced while
+reading, and the request is refused as soon as one is crossed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from lungcad.errors import InvalidInput, PayloadTooLarge
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+
+MAX_FIELD_BYTES = 64 * 1024
+
+
+@dataclass
+class SpooledFile:
+    path: Path
+    original_name: str | None
+    size: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class ParsedForm:
+    files: list[SpooledFile] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _Collector:
+    def __init__(self, spool_dir: Path, file_field: str, max_files: int, max_fields: int) -> None:
+        self.spool_dir = spool_dir
+        self.file_field = file_field
+        self.max_files = max_files
+        self.max_fields = max_fields
+        self.form = ParsedForm()
+        self._header_field = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._name = ""
+        self._out: BinaryIO | None = None
+        self._hash: hashlib._Hash | None = None
+        self._current: SpooledFile | None = None
+        self._field_value = bytearray()
+        self.error: Exception | None = None
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin, "on_header_field": self._header_field_cb,
+            "on_header_value": self._header_value_cb, "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._field_value = bytearray()
+
+    def _header_field_cb(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def _header_value_cb(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.lower()] = self._header_value
+        self._header_field = self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if filename is not None or self._name == self.file_field:
+            if self._name != self.file_field:
+                raise InvalidInput(f"Unexpected file field {self._name!r}; send files as "
+                                   f"{self.file_field!r}.", code="unknown_field", status=400)
+            if len(self.form.files) >= self.max_files:
+                raise InvalidInput(f"More than {self.max_files} files in one upload.",
+                                   code="too_many_files", status=400)
+            ordinal = len(self.form.files)
+            path = self.spool_dir / f"part-{ordinal:05d}"
+            name = filename.decode("utf-8", "replace")[:500] if filename else None
+            self._current = SpooledFile(path=path, original_name=name)
+            self._out = open(path, "wb")  # noqa: SIM115 - closed in _part_end
+            self._hash = hashlib.sha256()
+        else:
+            if len(self.form.fields) >= self.max_fields:
+                raise InvalidInput(f"More than {self.max_fields} form fields.",
+                                   code="too_many_parts", status=400)
+            self._current = None
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._current is not None and self._out is not None and self._hash is not None:
+            self._out.write(chunk)
+            self._hash.update(chunk)
+            self._current.size += len(chunk)
+        else:
+            self._field_value += chunk
+            if len(self._field_value) > MAX_FIELD_BYTES:
+                raise InvalidInput(f"Form field {self._name!r} is too long.",
+                                   code="field_too_long", status=400)
+
+    def _part_end(self) -> None:
+        if self._current is not None and self._out is not None and self._hash is not None:
+            self._out.close()
+            self._out = None
+            self._current.sha256 = self._hash.hexdigest()
+            self.form.files.append(self._current)
+            self._current = None
+        else:
+            if self._name in self.form.fields:
+                raise InvalidInput(f"Form field {self._name!r} is repeated.",
+                                   code="duplicate_field", status=400)
+            self.form.fields[self._name] = self._field_value.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+def boundary_of(content_type: str) -> bytes:
+    kind, options = parse_options_header(content_type)
+    if kind != b"multipart/form-data" or not options.get(b"boundary"):
+        raise InvalidInput("Send the study as multipart/form-data with repeated 'files' fields.",
+                           code="unsupported_media_type", status=415)
+    return options[b"boundary"]
+
+
+async def read_form(stream: AsyncIterator[bytes], content_type: str, spool_dir: Path,
+                    max_body: int, max_files: int, max_fields: int,
+                    file_field: str = "files") -> ParsedForm:
+    """Parse a multipart body from ``stream`` into ``spool_dir``; raise on any limit."""
+    collector = _Collector(spool_dir, file_field, max_files, max_fields)
+    parser = MultipartParser(boundary_of(content_type), collector.callbacks())  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > max_body:
+                raise PayloadTooLarge(f"The upload is over the {max_body}-byte limit.")
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidInput(f"The multipart body is malformed ({exc}).", code="malformed_body",
+                           status=400) from exc
+    finally:
+        collector.close()
+    if collector._current is not None:
+        raise InvalidInput("The multipart body ended in the middle of a file.",
+                           code="malformed_body", status=400)
+    return collector.form
+

@@ -1,0 +1,80 @@
+"""RFC 9457 problem+json responses for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from lungcad.errors import LungcadError
+from lungcad.storage.base import StorageUnavailable
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_S = "5"
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+               500: "internal_error", 503: "service_unavailable"}
+_TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict",
+           413: "Payload too large", 422: "Unprocessable request", 503: "Service unavailable"}
+
+
+def problem(status: int, code: str, detail: str, instance: str | None = None,
+            headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": f"https://lungcad.org/problems/{code}", "title": _TITLES.get(status, "Error"),
+        "status": status, "detail": detail, "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(LungcadError)
+    async def _lungcad(request: Request, exc: LungcadError) -> JSONResponse:
+        headers = {"Retry-After": RETRY_AFTER_S} if exc.status in (429, 503) else None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return problem(exc.status, exc.code, exc.message, request.url.path, headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), request.url.path,
+                       dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+        return problem(422, "validation_error", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.warning("storage unavailable: %s", exc)
+        return problem(503, "storage_unavailable", "Object storage is unavailable; nothing was "
+                       "accepted. Retry later.", request.url.path, {"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return problem(503, "database_unavailable", "The database is unavailable; nothing was "
+                       "accepted. Retry later.", request.url.path, {"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return await _database(request, exc)
+        log.exception("database error")
+        return problem(500, "internal_error", "Internal error.", request.url.path)

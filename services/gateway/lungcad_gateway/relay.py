@@ -1,0 +1,180 @@
+"""The outbox relay and the sweeper.
+
+Relay: publishes committed outbox rows (Celery dispatches, webhooks) and marks them published.
+A crash between publish and mark re-publishes the row; workers drop the duplicate because they
+claim a job only for its current attempt and only while no live lease exists.
+
+Sweeper: a job whose stage deadline passed is re-dispatched with attempts + 1, or failed with
+``deadline_exceeded`` once ``max_attempts`` is reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+import httpx
+from lungcad.celery_app import TASK_INFERENCE, TASK_PREPROCESS
+from lungcad.db.models import Job, JobState, OutboxKind, OutboxMessage, Tenant, WebhookAttempt
+from lungcad.db.types import utcnow
+from lungcad.jobs import enqueue_stage, enqueue_webhook
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lungcad_gateway.runtime import Runtime
+from lungcad_gateway.webhooks import deliver, event_body
+
+log = logging.getLogger(__name__)
+BATCH = 50
+DISPATCH_RETRY_MAX_S = 30.0
+
+
+def _pending(session: Session, kind: OutboxKind, locking: bool) -> list[OutboxMessage]:
+    query = (select(OutboxMessage)
+             .where(OutboxMessage.kind == kind, OutboxMessage.published_at.is_(None),
+                    OutboxMessage.gave_up_at.is_(None), OutboxMessage.available_at <= utcnow())
+             .order_by(OutboxMessage.id).limit(BATCH))
+    if locking:
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+class Relay:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self._locking = not self.settings.is_sqlite
+        self._http = httpx.Client(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def publish_dispatches(self) -> int:
+        published = 0
+        with self.runtime.sessions() as session:
+            for message in _pending(session, OutboxKind.DISPATCH, self._locking):
+                payload = message.payload
+                try:
+                    self.runtime.celery.send_task(
+                        payload["task"], args=[payload["job_id"], payload["attempt"]],
+                        queue=payload["queue"],
+                        task_id=f"{payload['job_id']}.{payload['task']}.{payload['attempt']}",
+                        retry=False)
+                except Exception as exc:  # noqa: BLE001 - broker down: retry the row later
+                    message.attempts += 1
+                    message.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+                    delay = min(DISPATCH_RETRY_MAX_S, 0.5 * 2 ** min(message.attempts, 6))
+                    message.available_at = utcnow() + timedelta(seconds=delay)
+                    log.warning("dispatch of job %s failed: %s", message.job_id, exc)
+                    break
+                message.published_at = utcnow()
+                message.attempts += 1
+                published += 1
+            session.commit()
+        return published
+
+    # -- webhooks ------------------------------------------------------------------------------
+    def deliver_webhooks(self) -> int:
+        delivered = 0
+        settings = self.settings
+        with self.runtime.sessions() as session:
+            for message in _pending(session, OutboxKind.WEBHOOK, self._locking):
+                job = session.get(Job, message.job_id)
+                if job is None or not job.callback_url:
+                    message.gave_up_at = utcnow()
+                    message.last_error = "job or callback URL gone"
+                    continue
+                tenant = session.get(Tenant, job.tenant_id)
+                assert tenant is not None
+                body = event_body(job, message.id)
+                event = message.payload.get("event", f"job.{job.state}")
+                result = deliver(self._http, job.callback_url, tenant.webhook_secret, body,
+                                 event, message.id)
+                message.attempts += 1
+                session.add(WebhookAttempt(
+                    outbox_id=message.id, job_id=job.id, url=job.callback_url, event=event,
+                    attempt=message.attempts, status_code=result.status_code,
+                    error=result.error, duration_ms=result.duration_ms))
+                if result.ok:
+                    message.published_at = utcnow()
+                    delivered += 1
+                elif message.attempts >= settings.webhook_max_attempts:
+                    message.gave_up_at = utcnow()
+                    message.last_error = result.error
+                else:
+                    message.last_error = result.error
+                    delay = min(settings.webhook_backoff_max_s,
+                                settings.webhook_backoff_base_s * 2 ** (message.attempts - 1))
+                    message.available_at = utcnow() + timedelta(seconds=delay)
+                session.commit()
+        return delivered
+
+    # -- sweeper -------------------------------------------------------------------------------
+    def sweep(self) -> tuple[int, int]:
+        """Returns (re-dispatched, failed)."""
+        redispatched = failed = 0
+        settings = self.settings
+        now = utcnow()
+        active = [JobState.QUEUED.value, JobState.PREPROCESSING.value, JobState.INFERRING.value]
+        with self.runtime.sessions() as session:
+            query = (select(Job).where(Job.state.in_(active), Job.deadline_at < now)
+                     .order_by(Job.deadline_at).limit(BATCH))
+            if self._locking:
+                query = query.with_for_update(skip_locked=True)
+            for job in session.scalars(query):
+                if job.lease_expires_at is not None and job.lease_expires_at > now:
+                    continue  # a live worker still holds it; its heartbeat proves progress
+                if job.attempts >= settings.max_attempts:
+                    job.state = JobState.FAILED
+                    job.finished_at = now
+                    job.error_code = "deadline_exceeded"
+                    job.error_message = (f"The job did not finish its {job.stage} stage in "
+                                         f"{job.attempts} attempts.")
+                    job.lease_token = None
+                    job.lease_expires_at = None
+                    enqueue_webhook(session, job)
+                    failed += 1
+                else:
+                    task = TASK_INFERENCE if job.state == JobState.INFERRING else TASK_PREPROCESS
+                    if task == TASK_PREPROCESS:
+                        job.state = JobState.QUEUED
+                    job.attempts += 1
+                    job.lease_token = None
+                    job.lease_expires_at = None
+                    job.deadline_at = now + timedelta(seconds=settings.stage_deadline_s)
+                    enqueue_stage(session, job, task)
+                    redispatched += 1
+                    log.warning("re-dispatching job %s (attempt %d)", job.id, job.attempts)
+            session.commit()
+        return redispatched, failed
+
+    # -- loops ---------------------------------------------------------------------------------
+    def _loop(self, step, interval: float, wake: threading.Event | None) -> None:  # type: ignore[no-untyped-def]
+        while not self._stop.is_set():
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - keep relaying after a transient failure
+                log.exception("relay step %s failed", getattr(step, "__name__", step))
+            if wake is not None:
+                wake.wait(interval)
+                wake.clear()
+            else:
+                self._stop.wait(interval)
+
+    def start(self) -> None:
+        s = self.settings
+        specs = [(self.publish_dispatches, s.relay_interval_s, self.runtime.wake_relay),
+                 (self.deliver_webhooks, 1.0, None), (self.sweep, s.sweep_interval_s, None)]
+        for step, interval, wake in specs:
+            thread = threading.Thread(target=self._loop, args=(step, interval, wake),
+                                      name=f"relay-{step.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.runtime.wake_relay.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._http.close()

@@ -1,0 +1,209 @@
+"""/v1/jobs: submit a study, poll it, list, cancel, fetch the result and artifacts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from lungcad.db.models import Artifact, Job, JobState
+from lungcad.db.types import utcnow
+from lungcad.errors import Conflict, InvalidInput, LungcadError, NotFound
+from lungcad.schemas import ArtifactsPublic, JobPublic, JobsPublic, Problem
+from lungcad.storage import ObjectNotFound
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+from starlette.concurrency import run_in_threadpool
+
+from lungcad_gateway.deps import RuntimeDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from lungcad_gateway.ingest import accept_upload, find_idempotent
+from lungcad_gateway.presenters import artifact_public, job_public
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (400, 401, 404, 409, 413, 415, 422, 503)
+}
+RESULT_ARTIFACT = "findings.json"
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                          "description": "The study: DICOM files, one .zip of a DICOM folder, "
+                                         "one NIfTI (.nii/.nii.gz), one .mha, one .mhd with its "
+                                         ".raw, or one .nrrd."},
+                "series_instance_uid": {"type": "string", "maxLength": 64,
+                                        "description": "Analyse this series instead of the "
+                                                       "automatically chosen one."},
+                "patient_age": {"type": "integer", "minimum": 0, "maximum": 130},
+                "patient_sex": {"type": "string", "enum": ["M", "F", "O"]},
+                "callback_url": {"type": "string", "format": "uri",
+                                 "description": "Receives a signed POST on each terminal "
+                                                "state."},
+            }}}},
+    }
+}
+
+
+def _load_job(session: SessionDep, tenant_id: str, job_id: str) -> Job:
+    job = session.scalars(select(Job).options(selectinload(Job.inputs))
+                          .where(Job.id == job_id, Job.tenant_id == tenant_id)).first()
+    if job is None:
+        raise NotFound(f"No job {job_id} for this API key.", code="job_not_found")
+    return job
+
+
+@router.post("", status_code=202, response_model=JobPublic, responses=PROBLEMS,
+             openapi_extra=UPLOAD_BODY, summary="Submit a study for analysis")
+async def create_job(request: Request, response: Response, runtime: RuntimeDep,
+                     tenant: TenantDep,
+                     idempotency_key: Annotated[str | None, Header()] = None) -> JobPublic:
+    """Upload one chest CT study. Answers 202 with the job; poll its Location."""
+    existing = await run_in_threadpool(find_idempotent, runtime, tenant, idempotency_key)
+    if existing is None:
+        job, created = await accept_upload(request, runtime, tenant, idempotency_key)
+    else:
+        job, created = existing, False
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+        with runtime.sessions() as session:
+            job = _load_job(session, tenant.id, job.id)
+            body = job_public(job)
+    else:
+        body = job_public(job)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return body
+
+
+@router.get("", response_model=JobsPublic, responses=PROBLEMS, summary="List jobs")
+def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+              state: Annotated[list[JobState] | None, Query()] = None,
+              created_from: Annotated[date | None, Query(description="On or after (UTC)")] = None,
+              created_to: Annotated[date | None, Query(description="On or before (UTC)")] = None,
+              q: Annotated[str | None, Query(max_length=100,
+                                             description="Patient ID or series text")] = None,
+              limit: Annotated[int | None, Query(ge=1)] = None,
+              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JobsPublic:
+    """Newest first; ``limit`` is capped at the server's maximum page size."""
+    page = min(limit or settings.page_size_default, settings.page_size_max)
+    filters = [Job.tenant_id == tenant.id]
+    if state:
+        filters.append(Job.state.in_([s.value for s in state]))
+    if created_from:
+        filters.append(Job.created_at >= datetime.combine(created_from, time.min, UTC))
+    if created_to:
+        filters.append(Job.created_at <= datetime.combine(created_to, time.max, UTC))
+    if q:
+        pattern = f"%{q.replace('%', '').replace('_', '')}%"
+        filters.append(Job.patient_id.ilike(pattern) | Job.series_description.ilike(pattern))
+    count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
+    jobs = session.scalars(select(Job).options(selectinload(Job.inputs)).where(*filters)
+                           .order_by(Job.created_at.desc(), Job.id).limit(page)
+                           .offset(offset)).all()
+    return JobsPublic(data=[job_public(j) for j in jobs], count=count, limit=page, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=PROBLEMS, summary="Job status")
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    return job_public(_load_job(session, tenant.id, job_id))
+
+
+@router.delete("/{job_id}", response_model=JobPublic, responses=PROBLEMS,
+               summary="Cancel a job and delete its data")
+def delete_job(job_id: str, session: SessionDep, tenant: TenantDep, store: StoreDep,
+               runtime: RuntimeDep) -> JobPublic:
+    """Cancels a job that is still running and deletes its stored inputs and results. The job
+    record stays (state ``canceled`` or its final state, ``deleted: true``) as an audit trail."""
+    job = session.scalars(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id)
+                          .with_for_update()).first()
+    if job is None:
+        raise NotFound(f"No job {job_id} for this API key.", code="job_not_found")
+    from lungcad.jobs import enqueue_webhook
+
+    if not JobState(job.state).is_terminal:
+        job.state = JobState.CANCELED
+        job.stage = "canceled"
+        job.finished_at = utcnow()
+        job.lease_token = None
+        job.lease_expires_at = None
+        job.error_code = "canceled"
+        job.error_message = "Canceled by the client."
+        enqueue_webhook(session, job)
+    job.deleted_at = job.deleted_at or utcnow()
+    for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job.id)):
+        session.delete(artifact)
+    session.commit()
+    store.delete_prefix(f"jobs/{job.id}/")
+    runtime.wake_relay.set()
+    return job_public(_load_job(session, tenant.id, job_id))
+
+
+def _require_result(job: Job) -> None:
+    if job.deleted_at is not None:
+        raise LungcadError("The job's data was deleted.", code="job_deleted", status=410)
+    if job.state != JobState.SUCCEEDED:
+        raise Conflict(f"The job is {job.state}; the result exists once it has succeeded.",
+                       code="job_not_succeeded", state=job.state)
+
+
+@router.get("/{job_id}/result", responses={**PROBLEMS, 410: PROBLEMS[409]},
+            summary="The findings document")
+def get_result(job_id: str, session: SessionDep, tenant: TenantDep,
+               store: StoreDep) -> JSONResponse:
+    """The findings JSON once the job has succeeded; 409 (with the state) before."""
+    job = _load_job(session, tenant.id, job_id)
+    _require_result(job)
+    artifact = session.scalars(select(Artifact).where(
+        Artifact.job_id == job.id, Artifact.name == RESULT_ARTIFACT)).first()
+    if artifact is None:
+        raise NotFound("The job succeeded but has no findings document.",
+                       code="result_missing")
+    return JSONResponse(json.loads(store.get_bytes(artifact.object_key)))
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactsPublic, responses=PROBLEMS,
+            summary="List result files")
+def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> ArtifactsPublic:
+    job = _load_job(session, tenant.id, job_id)
+    if job.deleted_at is not None:
+        raise LungcadError("The job's data was deleted.", code="job_deleted", status=410)
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id,
+                                                  Artifact.public.is_(True))
+                           .order_by(Artifact.name)).all()
+    return ArtifactsPublic(data=[artifact_public(job.id, a) for a in rows])
+
+
+@router.get("/{job_id}/artifacts/{name:path}", responses=PROBLEMS,
+            response_class=StreamingResponse, summary="Download one result file")
+def get_artifact(job_id: str, name: str, session: SessionDep, tenant: TenantDep,
+                 store: StoreDep) -> StreamingResponse:
+    job = _load_job(session, tenant.id, job_id)
+    if job.deleted_at is not None:
+        raise LungcadError("The job's data was deleted.", code="job_deleted", status=410)
+    if len(name) > 200:
+        raise InvalidInput("Artifact name too long.", code="invalid_name", status=400)
+    artifact = session.scalars(select(Artifact).where(
+        Artifact.job_id == job.id, Artifact.name == name, Artifact.public.is_(True))).first()
+    if artifact is None:
+        raise NotFound(f"The job has no artifact {name!r}.", code="artifact_not_found")
+    try:
+        chunks = store.iter_chunks(artifact.object_key)
+        first = next(chunks, b"")
+    except ObjectNotFound as exc:
+        raise NotFound(f"The artifact {name!r} is missing from storage.",
+                       code="artifact_missing") from exc
+
+    def body():  # type: ignore[no-untyped-def]
+        yield first
+        yield from chunks
+
+    filename = name.rsplit("/", 1)[-1]
+    return StreamingResponse(body(), media_type=artifact.content_type, headers={
+        "Content-Length": str(artifact.size), "ETag": f'"{artifact.sha256}"',
+        "Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,41 @@
+"""What one gateway process holds: settings, the database, the store and a broker producer."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from celery import Celery
+from lungcad.celery_app import create_celery
+from lungcad.db.session import make_engine, make_sessionmaker
+from lungcad.settings import Settings
+from lungcad.storage import ObjectStore, make_store
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    wake_relay: threading.Event = field(default_factory=threading.Event)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return make_store(self.settings)
+
+    @cached_property
+    def celery(self) -> Celery:
+        return create_celery(self.settings)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()

@@ -1,0 +1,61 @@
+"""Signed webhook delivery.
+
+Header ``X-LungCAD-Signature: sha256=<hex>`` is HMAC-SHA256 over the exact body bytes with the
+tenant's webhook secret. The body carries a timestamp and a delivery id so receivers can refuse
+replays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+from lungcad.db.models import Job
+from lungcad.db.types import utcnow
+from lungcad.schemas import WebhookEvent
+
+from lungcad_gateway.presenters import job_public
+
+SIGNATURE_HEADER = "X-LungCAD-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str) -> bool:
+    return hmac.compare_digest(sign(secret, body), header)
+
+
+def event_body(job: Job, delivery_id: int) -> bytes:
+    event = WebhookEvent(event=f"job.{job.state}", delivery_id=delivery_id, timestamp=utcnow(),
+                         job=job_public(job))
+    return json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    ok: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+def deliver(client: httpx.Client, url: str, secret: str, body: bytes, event: str,
+            delivery_id: int) -> DeliveryResult:
+    start = time.perf_counter()
+    try:
+        response = client.post(url, content=body, headers={
+            "Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body),
+            "X-LungCAD-Event": event, "X-LungCAD-Delivery": str(delivery_id),
+            "User-Agent": "LungCAD-Webhook/1"})
+        ok = 200 <= response.status_code < 300
+        return DeliveryResult(ok, response.status_code, None if ok else f"HTTP "
+                              f"{response.status_code}", int((time.perf_counter() - start) * 1000))
+    except httpx.HTTPError as exc:
+        return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500],
+                              int((time.perf_counter() - start) * 1000))

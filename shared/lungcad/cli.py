@@ -1,0 +1,188 @@
+"""``lungcad``: the commands users run. Heavy modules are imported inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+from lungcad.logs import configure
+from lungcad.settings import Settings, get_settings
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from lungcad_gateway.migrate import upgrade
+
+    upgrade(get_settings(), args.revision)
+    print(f"database at {args.revision}")
+    return 0
+
+
+def _worker_argv(queues: str, concurrency: int, pool: str | None) -> list[str]:
+    argv = [sys.executable, "-m", "celery", "-A", "lungcad.worker:app", "worker",
+            "-Q", queues, "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "-n", f"{queues.replace(',', '-')}@%h"]
+    if pool:
+        argv += ["--pool", pool]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    argv = _worker_argv(args.queues, args.concurrency, args.pool)
+    os.execv(argv[0], argv)  # noqa: S606 - replaces this process with the Celery worker
+    return 0  # pragma: no cover
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from lungcad_gateway.app import create_app
+    from lungcad_gateway.migrate import upgrade
+
+    settings = get_settings()
+    settings.check_safe()
+    upgrade(settings)
+    workers: list[subprocess.Popen[bytes]] = []
+    embedded_broker = settings.broker_url.startswith("filesystem")
+    if args.workers or (args.workers is None and embedded_broker):
+        for queue in ("preprocess", "inference"):
+            workers.append(subprocess.Popen(_worker_argv(queue, 1, "solo")))  # noqa: S603
+    app = create_app(settings, run_relay=not args.no_relay)
+    print(f"LungCAD API on http://{args.host}:{args.port}  (research use, not for clinical "
+          "diagnosis)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                    timeout_graceful_shutdown=10)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from lungcad_gateway.relay import Relay
+    from lungcad_gateway.runtime import Runtime
+
+    settings = get_settings()
+    settings.check_safe()
+    relay = Relay(Runtime(settings))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    relay.start()
+    done.wait()
+    relay.stop()
+    return 0
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from lungcad_gateway.auth import create_key
+
+    from lungcad.db.session import make_engine, make_sessionmaker, session_scope
+
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            tenant, key = create_key(session, args.tenant, args.label)
+            tenant_id = tenant.id
+    finally:
+        engine.dispose()
+    print(f"tenant {args.tenant} ({tenant_id}): new API key (shown once, store it safely):")
+    print(key)
+    return 0
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    from lungcad_gateway.auth import revoke_key
+
+    from lungcad.db.session import make_engine, make_sessionmaker, session_scope
+
+    engine = make_engine(get_settings())
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            count = revoke_key(session, args.key)
+    finally:
+        engine.dispose()
+    print(f"revoked {count} key(s)")
+    return 0 if count else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lungcad.demo import run_demo
+
+    return run_demo(args.host, args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lungcad", description="LungCAD: lung nodule detection and lung-cancer risk on "
+        "chest CT. Research use, not for clinical diagnosis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API (and, in the embedded default, the workers)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--workers", dest="workers", action="store_true", default=None,
+                       help="also start one preprocess and one inference worker")
+    group.add_argument("--no-workers", dest="workers", action="store_false")
+    p.add_argument("--no-relay", action="store_true",
+                   help="do not run the outbox relay and sweeper in this process")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply database migrations (prestart step)")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("relay", help="run the outbox relay, webhook sender and sweeper")
+    p.set_defaults(func=cmd_relay)
+
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("--queues", default="preprocess,inference")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--pool", default=None, help="Celery pool (prefork by default)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("demo", help="run the embedded system on a synthetic chest CT")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_demo)
+
+    admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin",
+                                                                          required=True)
+    p = admin.add_parser("create-key", help="create an API key (and the tenant if new)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--label", default=None)
+    p.set_defaults(func=cmd_create_key)
+    p = admin.add_parser("revoke-key", help="revoke an API key (full key or its prefix)")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_revoke_key)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure(json_lines=args.command in ("serve", "relay") and not Settings().is_development)
+    from lungcad.settings import UnsafeConfigurationError
+
+    try:
+        return int(args.func(args))
+    except UnsafeConfigurationError as exc:
+        print(f"lungcad: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Read a DICOM header without its pixels and check that the pixel data is all there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from lungcad.errors import InvalidInput
+
+CT_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+})
+# Objects that travel with a CT study but are not images to analyse.
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "RTSTRUCT", "PR", "KO", "REG", "RTPLAN", "DOC"})
+MAX_PIXELS_PER_FRAME = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class DicomSummary:
+    sop_class_uid: str
+    modality: str
+    study_uid: str | None
+    series_uid: str | None
+    patient_id: str | None
+    study_date: str | None
+    series_description: str | None
+    is_image: bool
+
+    @property
+    def is_ct_image(self) -> bool:
+        return self.is_image and self.sop_class_uid in CT_SOP_CLASSES
+
+    @property
+    def is_companion(self) -> bool:
+        """A non-image object (SEG, SR, dose report...) that may travel with a CT study."""
+        return not self.is_image
+
+
+def _text(ds: pydicom.Dataset, keyword: str, limit: int) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value)[:limit]
+
+
+def _native_pixel_bytes(ds: pydicom.Dataset) -> int | None:
+    """Bytes the uncompressed pixel data must hold, or None when compressed/unknown."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is not None and getattr(syntax, "is_compressed", False):
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return rows * cols * samples * frames * max(bits, 8) // 8
+
+
+def read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
+    """Return the summary of a DICOM file, or None when the bytes are not DICOM at all.
+
+    Raises InvalidInput(truncated_file) when a DICOM file stops before its pixel data ends,
+    and InvalidInput(dimensions_too_large) for absurd frame sizes.
+    """
+    head = stream.read(132)
+    stream.seek(0)
+    has_preamble = len(head) == 132 and head[128:132] == b"DICM"
+    try:
+        ds = pydicom.dcmread(stream, stop_before_pixels=True, force=not has_preamble)
+        position = stream.tell()
+    except InvalidDicomError:
+        return None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
+            OverflowError) as exc:
+        if has_preamble:
+            raise InvalidInput(f"{name}: the DICOM header is truncated or corrupt ({exc}).",
+                               code="truncated_file") from exc
+        return None
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(
+        getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if not sop_class and not has_preamble:
+        return None  # forced parse of arbitrary bytes: not DICOM
+    modality = str(ds.get("Modality", "") or "").upper()
+    is_image = "Rows" in ds and "Columns" in ds and modality not in NON_IMAGE_MODALITIES
+    if is_image:
+        try:
+            frame = int(ds.Rows) * int(ds.Columns)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{name}: Rows/Columns are not numbers.",
+                               code="invalid_dicom") from exc
+        if frame > MAX_PIXELS_PER_FRAME:
+            raise InvalidInput(f"{name}: {ds.Rows} x {ds.Columns} pixels per frame is beyond "
+                               "any CT reconstruction.", code="dimensions_too_large")
+        remaining = size - position
+        expected = _native_pixel_bytes(ds)
+        if remaining <= 8 or (expected is not None and remaining < expected + 8):
+            raise InvalidInput(f"{name}: the file ends before its pixel data does (has "
+                               f"{max(remaining, 0)} bytes, needs {expected}).",
+                               code="truncated_file")
+    return DicomSummary(
+        sop_class_uid=sop_class, modality=modality,
+        study_uid=_text(ds, "StudyInstanceUID", 64), series_uid=_text(ds, "SeriesInstanceUID", 64),
+        patient_id=_text(ds, "PatientID", 200), study_date=_text(ds, "StudyDate", 8),
+        series_description=_text(ds, "SeriesDescription", 200), is_image=is_image,
+    )

@@ -1,0 +1,136 @@
+"""One typed settings object for every LungCAD process.
+
+Values come from the environment (prefix ``LUNGCAD_``) or a ``.env`` file. The embedded default
+keeps every piece of state under ``LUNGCAD_DATA_DIR``: a SQLite file, a local object store and a
+file-system broker, so the product runs with no servers installed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "minioadmin",
+                                 "dev-secret-not-for-production"})
+DEV_SECRET = "dev-secret-not-for-production"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class StorageBackend(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
+class UnsafeConfigurationError(RuntimeError):
+    """Raised at start-up when the configuration is not safe to run outside development."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LUNGCAD_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.PRODUCTION
+    data_dir: Path = Path("./var")
+
+    # Secrets. ``secret_key`` signs dashboard sessions; no usable default outside development.
+    secret_key: str = DEV_SECRET
+
+    # Database: empty means the embedded SQLite file under data_dir.
+    database_url: str = ""
+    db_connect_timeout_s: int = 2
+    db_statement_timeout_ms: int = 15_000
+
+    # Broker: empty means kombu's file-system transport under data_dir.
+    broker_url: str = ""
+
+    # Object storage.
+    storage_backend: StorageBackend = StorageBackend.LOCAL
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "lungcad"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    # Upload limits.
+    max_upload_bytes: int = 2 * 1024**3
+    max_files: int = 4000
+    max_form_fields: int = 20
+    max_zip_entries: int = 20_000
+    max_zip_expanded_bytes: int = 8 * 1024**3
+    max_zip_ratio: float = 100.0
+    upload_spool_dir: Path | None = None
+
+    # Jobs.
+    max_attempts: int = 3
+    stage_deadline_s: int = 1800
+    queued_deadline_s: int = 6 * 3600
+    task_soft_time_limit_s: int = 900
+    task_time_limit_s: int = 960
+    sweep_interval_s: float = 30.0
+    relay_interval_s: float = 0.5
+
+    # Webhooks.
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_base_s: float = 2.0
+    webhook_backoff_max_s: float = 3600.0
+
+    # API.
+    page_size_default: int = 50
+    page_size_max: int = 200
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'lungcad.db').resolve()}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == Environment.DEVELOPMENT
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_dir / "objects"
+
+    def check_safe(self) -> None:
+        """Refuse placeholder secrets outside development mode."""
+        if self.is_development:
+            return
+        problems = []
+        if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < 16:
+            problems.append("LUNGCAD_SECRET_KEY is a placeholder or shorter than 16 characters")
+        if self.storage_backend == StorageBackend.S3 and (
+            self.s3_secret_key.strip().lower() in PLACEHOLDER_SECRETS
+        ):
+            problems.append("LUNGCAD_S3_SECRET_KEY is a placeholder")
+        if problems:
+            raise UnsafeConfigurationError(
+                "Refusing to start outside development mode: " + "; ".join(problems)
+                + ". Set real secrets, or LUNGCAD_ENV=development for a local trial."
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

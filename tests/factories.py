@@ -1,0 +1,91 @@
+"""Small, valid DICOM and volume files made on the fly for the API tests (no real data)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def ct_slice(path: Path, index: int, study_uid: str, series_uid: str, rows: int = 32,
+             cols: int = 32, modality: str = "CT", sop_class: str = CT_STORAGE,
+             patient_name: str = "TEST^PATIENT", patient_id: str = "P001") -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.Modality = modality
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.StudyDate = "20240102"
+    ds.SeriesDescription = "CHEST 1.0 B45f"
+    ds.InstanceNumber = index + 1
+    ds.ImagePositionPatient = [-16.0, -16.0, float(index)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.SliceThickness = 1.0
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.PixelData = (np.full((rows, cols), 24, dtype=np.int16) + index).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def ct_series(folder: Path, n: int = 4, study_uid: str | None = None, **kwargs: object) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    return [ct_slice(folder / f"slice {i:03d}.dcm", i, study_uid, series_uid, **kwargs)  # type: ignore[arg-type]
+            for i in range(n)]
+
+
+def nifti(path: Path, shape: tuple[int, int, int] = (16, 16, 8), gz: bool = False,
+          truncate: int = 0) -> Path:
+    header = bytearray(352)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, *shape, 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, 4, 16)  # int16
+    struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
+    struct.pack_into("<f", header, 108, 352.0)
+    header[344:348] = b"n+1\0"
+    data = bytes(header) + np.zeros(shape[::-1], dtype=np.int16).tobytes()
+    if truncate:
+        data = data[:-truncate]
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def metaimage(folder: Path, shape: tuple[int, int, int] = (16, 16, 8),
+              raw_name: str = "vol.raw") -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    mhd = folder / "vol.mhd"
+    mhd.write_text("ObjectType = Image\nNDims = 3\nDimSize = "
+                   f"{shape[0]} {shape[1]} {shape[2]}\nElementType = MET_SHORT\n"
+                   "ElementSpacing = 1 1 1\nElementDataFile = vol.raw\n")
+    raw = folder / raw_name
+    raw.write_bytes(np.zeros(shape[::-1], dtype=np.int16).tobytes())
+    return mhd, raw
+
+
+def read(path: Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path)

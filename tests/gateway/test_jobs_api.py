@@ -1,0 +1,261 @@
+"""The job API against both configurations: embedded (SQLite, local store, file broker) and
+production-shaped (Postgres, S3 server, Redis)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from lungcad.db.models import Job, JobInput, OutboxMessage
+from tests.conftest import Gateway
+from tests.factories import ct_series, metaimage, nifti
+
+
+def _files(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (p.name, p.read_bytes(), "application/dicom")) for p in paths]
+
+
+def _zip(paths: list[Path], prefix: str = "Study 1/Series A/") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in paths:
+            zf.write(path, prefix + path.name)
+    return buffer.getvalue()
+
+
+def wait_published(gateway: Gateway, job_id: str, timeout: float = 10) -> OutboxMessage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with gateway.runtime.sessions() as session:
+            row = session.scalars(select(OutboxMessage).where(
+                OutboxMessage.job_id == job_id)).first()
+            if row is not None and row.published_at is not None:
+                return row
+        time.sleep(0.05)
+    raise AssertionError("the outbox row was not published")
+
+
+def test_dicom_files_upload_creates_a_queued_job(gateway: Gateway, tmp_path: Path) -> None:
+    paths = ct_series(tmp_path / "s", n=5)
+    with gateway.client() as client:
+        response = client.post("/v1/jobs", files=_files(paths),
+                               data={"patient_age": "61", "patient_sex": "F"})
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+        assert job["state"] == "queued" and job["progress"] == 0 and job["attempts"] == 1
+        assert job["input_format"] == "dicom" and len(job["inputs"]) == 5
+        assert job["patient_id"] == "P001" and job["study_date"] == "20240102"
+        polled = client.get(f"/v1/jobs/{job['id']}").json()
+        assert polled["id"] == job["id"] and polled["state"] == "queued"
+    store = gateway.runtime.store
+    for path, item in zip(paths, job["inputs"], strict=True):
+        assert item["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    with gateway.runtime.sessions() as session:
+        keys = [i.object_key for i in session.scalars(select(JobInput).where(
+            JobInput.job_id == job["id"]))]
+    for key, path in zip(keys, paths, strict=True):
+        assert key.startswith(f"jobs/{job['id']}/input/") and "slice" not in key
+        assert store.sha256(key) == hashlib.sha256(path.read_bytes()).hexdigest()
+    message = wait_published(gateway, job["id"])
+    assert message.payload == {"task": "lungcad.preprocess", "queue": "preprocess",
+                               "job_id": job["id"], "attempt": 1}
+
+
+def test_relay_publishes_ids_only_to_the_preprocess_queue(gateway: Gateway,
+                                                          tmp_path: Path) -> None:
+    with gateway.client() as client:
+        job = client.post("/v1/jobs", files=_files(ct_series(tmp_path / "s", n=3))).json()
+    wait_published(gateway, job["id"])
+    if gateway.settings.broker_url.startswith("redis"):
+        import redis
+
+        raw = redis.Redis.from_url(gateway.settings.broker_url).lrange("preprocess", 0, -1)
+        assert len(raw) == 1
+        envelope = json.loads(raw[0])
+        assert envelope["headers"]["task"] == "lungcad.preprocess"
+        assert envelope["content-type"] == "application/json"
+        import base64
+
+        body = json.loads(base64.b64decode(envelope["body"]))
+        assert body[0] == [job["id"], 1]
+    else:
+        messages = list((gateway.settings.broker_dir / "queue").glob("*.msg"))
+        assert len(messages) == 1
+        assert job["id"] in messages[0].read_text()
+
+
+def test_zip_with_nested_folders_and_spaces(gateway: Gateway, tmp_path: Path) -> None:
+    paths = ct_series(tmp_path / "s", n=4)
+    payload = _zip(paths)
+    with gateway.client() as client:
+        response = client.post("/v1/jobs", files=[("files", ("my study.zip", payload,
+                                                             "application/zip"))])
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["input_format"] == "zip" and len(job["inputs"]) == 1
+    assert job["inputs"][0]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert job["inputs"][0]["size"] == len(payload)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_nifti_upload(gateway: Gateway, tmp_path: Path, gz: bool) -> None:
+    path = nifti(tmp_path / ("ct.nii.gz" if gz else "ct.nii"), gz=gz)
+    with gateway.client() as client:
+        response = client.post("/v1/jobs", files=[("files", (path.name, path.read_bytes()))])
+    assert response.status_code == 202, response.text
+    assert response.json()["input_format"] == "nifti"
+
+
+def test_metaimage_pair_upload(gateway: Gateway, tmp_path: Path) -> None:
+    mhd, raw = metaimage(tmp_path / "m")
+    with gateway.client() as client:
+        response = client.post("/v1/jobs", files=[("files", (mhd.name, mhd.read_bytes())),
+                                                  ("files", (raw.name, raw.read_bytes()))])
+    assert response.status_code == 202, response.text
+    assert [i["kind"] for i in response.json()["inputs"]] == ["metaimage_header",
+                                                              "metaimage_raw"]
+
+
+def test_idempotency_key_returns_the_same_job(gateway: Gateway, tmp_path: Path) -> None:
+    files = _files(ct_series(tmp_path / "s", n=2))
+    with gateway.client() as client:
+        first = client.post("/v1/jobs", files=files, headers={"Idempotency-Key": "abc-1"})
+        second = client.post("/v1/jobs", files=files, headers={"Idempotency-Key": "abc-1"})
+        other = client.post("/v1/jobs", files=files, headers={"Idempotency-Key": "abc-2"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"] != other.json()["id"]
+    assert second.headers.get("idempotent-replayed") == "true"
+    with gateway.runtime.sessions() as session:
+        assert len(session.scalars(select(Job)).all()) == 2
+
+
+def test_list_filter_and_paginate(gateway: Gateway, tmp_path: Path) -> None:
+    ids = []
+    with gateway.client() as client:
+        for i in range(3):
+            files = _files(ct_series(tmp_path / f"s{i}", n=2))
+            ids.append(client.post("/v1/jobs", files=files).json()["id"])
+        client.delete(f"/v1/jobs/{ids[0]}")
+        page = client.get("/v1/jobs", params={"limit": 2}).json()
+        assert page["count"] == 3 and len(page["data"]) == 2 and page["limit"] == 2
+        assert [j["id"] for j in page["data"]] == [ids[2], ids[1]]  # newest first
+        rest = client.get("/v1/jobs", params={"limit": 2, "offset": 2}).json()
+        assert [j["id"] for j in rest["data"]] == [ids[0]]
+        queued = client.get("/v1/jobs", params={"state": "queued"}).json()
+        assert {j["id"] for j in queued["data"]} == set(ids[1:])
+        canceled = client.get("/v1/jobs", params={"state": "canceled"}).json()
+        assert [j["id"] for j in canceled["data"]] == [ids[0]]
+        capped = client.get("/v1/jobs", params={"limit": 10_000}).json()
+        assert capped["limit"] == gateway.settings.page_size_max
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        assert client.get("/v1/jobs", params={"created_from": today}).json()["count"] == 3
+        assert client.get("/v1/jobs", params={"created_to": "2000-01-01"}).json()["count"] == 0
+        bad = client.get("/v1/jobs", params={"state": "exploded"})
+        assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
+
+
+def test_delete_cancels_and_removes_data(gateway: Gateway, tmp_path: Path) -> None:
+    with gateway.client() as client:
+        job = client.post("/v1/jobs", files=_files(ct_series(tmp_path / "s", n=2))).json()
+        store = gateway.runtime.store
+        assert store.list_keys(f"jobs/{job['id']}/")
+        deleted = client.delete(f"/v1/jobs/{job['id']}")
+        assert deleted.status_code == 200
+        body = deleted.json()
+        assert body["state"] == "canceled" and body["deleted"] is True
+        assert store.list_keys(f"jobs/{job['id']}/") == []
+        result = client.get(f"/v1/jobs/{job['id']}/result")
+        assert result.status_code == 410 and result.json()["code"] == "job_deleted"
+
+
+def test_result_before_success_is_409_with_state(gateway: Gateway, tmp_path: Path) -> None:
+    with gateway.client() as client:
+        job = client.post("/v1/jobs", files=_files(ct_series(tmp_path / "s", n=2))).json()
+        response = client.get(f"/v1/jobs/{job['id']}/result")
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "job_not_succeeded" and response.json()["state"] == "queued"
+
+
+def test_result_and_artifacts_stream_from_storage(gateway: Gateway, tmp_path: Path) -> None:
+    from lungcad.db.models import Artifact, JobState
+    from lungcad.db.types import utcnow
+
+    with gateway.client() as client:
+        job = client.post("/v1/jobs", files=_files(ct_series(tmp_path / "s", n=2))).json()
+        findings = {"schema_version": "1.0", "findings": []}
+        body = json.dumps(findings).encode()
+        store = gateway.runtime.store
+        obj = store.put_bytes(f"jobs/{job['id']}/result/findings.json", body)
+        with gateway.runtime.sessions() as session:
+            row = session.get(Job, job["id"])
+            row.state, row.finished_at = JobState.SUCCEEDED, utcnow()
+            session.add(Artifact(job_id=job["id"], name="findings.json", object_key=obj.key,
+                                 content_type="application/json", size=obj.size,
+                                 sha256=obj.sha256))
+            session.commit()
+        assert client.get(f"/v1/jobs/{job['id']}/result").json() == findings
+        listing = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
+        assert [a["name"] for a in listing] == ["findings.json"]
+        download = client.get(listing[0]["url"])
+        assert download.content == body and download.headers["etag"] == f'"{obj.sha256}"'
+        missing = client.get(f"/v1/jobs/{job['id']}/artifacts/nope.dcm")
+        assert missing.status_code == 404 and missing.json()["code"] == "artifact_not_found"
+
+
+def test_auth_and_tenant_scoping(gateway: Gateway, tmp_path: Path) -> None:
+    files = _files(ct_series(tmp_path / "s", n=2))
+    with gateway.client() as client:
+        job = client.post("/v1/jobs", files=files).json()
+    with gateway.client(key=None) as anonymous:
+        for method, url in [("GET", "/v1/jobs"), ("GET", f"/v1/jobs/{job['id']}"),
+                            ("POST", "/v1/jobs"), ("DELETE", f"/v1/jobs/{job['id']}")]:
+            response = anonymous.request(method, url)
+            assert response.status_code == 401, (method, url)
+            assert response.json()["code"] == "missing_api_key"
+    with gateway.client(key="lc_deadbeef_not-a-real-key") as wrong:
+        response = wrong.get(f"/v1/jobs/{job['id']}")
+        assert response.status_code == 401 and response.json()["code"] == "invalid_api_key"
+    other_key = gateway.new_key("hospital-b")
+    with gateway.client(key=other_key) as other:
+        for url in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/result",
+                    f"/v1/jobs/{job['id']}/artifacts"):
+            response = other.get(url)
+            assert response.status_code == 404 and response.json()["code"] == "job_not_found"
+        assert other.delete(f"/v1/jobs/{job['id']}").status_code == 404
+        assert other.get("/v1/jobs").json()["count"] == 0
+    with httpx.Client(base_url=gateway.url, headers={"X-API-Key": gateway.key}) as header_key:
+        assert header_key.get(f"/v1/jobs/{job['id']}").status_code == 200
+
+
+def test_revoked_key_is_refused(gateway: Gateway) -> None:
+    from lungcad_gateway.auth import revoke_key
+
+    key = gateway.new_key("hospital-c")
+    with gateway.client(key=key) as client:
+        assert client.get("/v1/jobs").status_code == 200
+        with gateway.runtime.sessions() as session:
+            assert revoke_key(session, key) == 1
+            session.commit()
+        response = client.get("/v1/jobs")
+    assert response.status_code == 401 and response.json()["code"] == "invalid_api_key"
+
+
+def test_openapi_describes_the_contract(gateway: Gateway) -> None:
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()
+    paths = spec["paths"]
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result",
+                 "/v1/jobs/{job_id}/artifacts", "/healthz", "/readyz", "/metrics"):
+        assert path in paths
+    upload = paths["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "files" in upload["schema"]["properties"]
+    assert "Problem" in spec["components"]["schemas"]
