@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 8
     webhook_backoff_base_s: float = 2.0
     webhook_backoff_max_s: float = 3600.0
+    webhook_poll_interval_s: float = 1.0
 
     # API.
     page_size_default: int = 50

@@ -165,7 +165,7 @@ class Relay:
     def start(self) -> None:
         s = self.settings
         specs = [(self.publish_dispatches, s.relay_interval_s, self.runtime.wake_relay),
-                 (self.deliver_webhooks, 1.0, None), (self.sweep, s.sweep_interval_s, None)]
+                 (self.deliver_webhooks, s.webhook_poll_interval_s, None), (self.sweep, s.sweep_interval_s, None)]
         for step, interval, wake in specs:
             thread = threading.Thread(target=self._loop, args=(step, interval, wake),
                                       name=f"relay-{step.__name__}", daemon=True)

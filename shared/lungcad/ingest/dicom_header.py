@@ -90,6 +90,9 @@ def read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
         return None  # forced parse of arbitrary bytes: not DICOM
     modality = str(ds.get("Modality", "") or "").upper()
     is_image = "Rows" in ds and "Columns" in ds and modality not in NON_IMAGE_MODALITIES
+    if not is_image and sop_class in CT_SOP_CLASSES:
+        raise InvalidInput(f"{name}: the CT file ends before its image (no Rows, Columns or "
+                           "pixel data).", code="truncated_file")
     if is_image:
         try:
             frame = int(ds.Rows) * int(ds.Columns)

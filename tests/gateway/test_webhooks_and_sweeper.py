@@ -1,0 +1,201 @@
+"""Webhooks (signed, retried with backoff, every attempt recorded) and the deadline sweeper."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from lungcad import jobs
+from lungcad.celery_app import TASK_PREPROCESS
+from lungcad.db.models import Job, JobState, OutboxMessage, Tenant, WebhookAttempt
+from lungcad.db.types import utcnow
+from lungcad_gateway.webhooks import SIGNATURE_HEADER, verify
+from tests.conftest import Gateway, start_gateway
+from tests.factories import ct_series
+
+
+class Receiver:
+    """A real HTTP endpoint on loopback that fails its first ``failures`` deliveries."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.received: list[tuple[dict[str, str], bytes, int]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = 500 if len(receiver.received) < receiver.failures else 204
+                receiver.received.append((dict(self.headers), body, status))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _submit(gateway: Gateway, tmp_path: Path, callback: str | None) -> str:
+    paths = ct_series(tmp_path / "s", n=2)
+    with gateway.client() as client:
+        data = {"callback_url": callback} if callback else {}
+        response = client.post("/v1/jobs", data=data,
+                               files=[("files", (p.name, p.read_bytes())) for p in paths])
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def _wait(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture()
+def fast_webhooks(settings):  # type: ignore[no-untyped-def]
+    server, gw = start_gateway(settings.model_copy(update={"webhook_backoff_base_s": 0.2,
+                                                           "webhook_max_attempts": 4,
+                                                           "webhook_poll_interval_s": 0.05}))
+    yield gw
+    server.__exit__()
+
+
+def test_terminal_state_fires_a_signed_webhook_retried_until_delivered(
+        fast_webhooks: Gateway, tmp_path: Path) -> None:
+    gateway = fast_webhooks
+    receiver = Receiver(failures=2)
+    try:
+        job_id = _submit(gateway, tmp_path, receiver.url)
+        with gateway.runtime.sessions() as session:
+            assert jobs.fail(session, job_id, "no_ct_series", "No CT series in the upload.")
+        _wait(lambda: len(receiver.received) >= 3)
+        headers, body, status = receiver.received[-1]
+        assert status == 204
+        with gateway.runtime.sessions() as session:
+            job = session.get(Job, job_id)
+            secret = session.get(Tenant, job.tenant_id).webhook_secret
+        assert verify(secret, body, headers[SIGNATURE_HEADER])
+        assert not verify("another-secret", body, headers[SIGNATURE_HEADER])
+        event = json.loads(body)
+        assert event["event"] == "job.failed" and event["job"]["id"] == job_id
+        assert event["job"]["error_code"] == "no_ct_series"
+        with gateway.runtime.sessions() as session:
+            attempts = session.scalars(select(WebhookAttempt).where(
+                WebhookAttempt.job_id == job_id).order_by(WebhookAttempt.id)).all()
+            assert [a.status_code for a in attempts] == [500, 500, 204]
+            assert [a.attempt for a in attempts] == [1, 2, 3]
+            gaps = [(b.created_at - a.created_at).total_seconds()
+                    for a, b in zip(attempts, attempts[1:], strict=False)]
+            assert gaps[1] > gaps[0] * 1.3  # exponential backoff
+    finally:
+        receiver.close()
+
+
+def test_webhook_gives_up_after_max_attempts(fast_webhooks: Gateway, tmp_path: Path) -> None:
+    gateway = fast_webhooks
+    receiver = Receiver(failures=100)
+    try:
+        job_id = _submit(gateway, tmp_path, receiver.url)
+        with gateway.client() as client:
+            assert client.delete(f"/v1/jobs/{job_id}").json()["state"] == "canceled"
+
+        def gave_up():  # type: ignore[no-untyped-def]
+            with gateway.runtime.sessions() as session:
+                return session.scalars(select(OutboxMessage).where(
+                    OutboxMessage.job_id == job_id, OutboxMessage.kind == "webhook",
+                    OutboxMessage.gave_up_at.is_not(None))).first()
+
+        row = _wait(gave_up, timeout=20)
+        assert row.attempts == 4 and len(receiver.received) == 4
+        assert json.loads(receiver.received[0][1])["event"] == "job.canceled"
+    finally:
+        receiver.close()
+
+
+def test_sweeper_redispatches_then_fails_a_stuck_job(gateway: Gateway, tmp_path: Path) -> None:
+    job_id = _submit(gateway, tmp_path, None)
+    runtime = gateway.runtime
+    with runtime.sessions() as session:
+        lease = jobs.claim(session, job_id, 1, {JobState.QUEUED}, JobState.PREPROCESSING,
+                           "reading", 600)
+        assert lease is not None
+        # A second claim of the same attempt is refused while the lease lives.
+        assert jobs.claim(session, job_id, 1, {JobState.PREPROCESSING}, JobState.PREPROCESSING,
+                          "reading", 600) is None
+        job = session.get(Job, job_id)
+        job.deadline_at = utcnow() - timedelta(seconds=1)
+        job.lease_expires_at = utcnow() - timedelta(seconds=1)  # the worker died
+        session.commit()
+
+    def redispatched():  # type: ignore[no-untyped-def]
+        with runtime.sessions() as session:
+            job = session.get(Job, job_id)
+            return job if job.attempts == 2 else None
+
+    job = _wait(redispatched)
+    assert job.state == JobState.QUEUED
+    with runtime.sessions() as session:
+        messages = session.scalars(select(OutboxMessage).where(
+            OutboxMessage.job_id == job_id, OutboxMessage.kind == "dispatch")
+            .order_by(OutboxMessage.id)).all()
+        assert [m.payload["attempt"] for m in messages] == [1, 2]
+        assert all(m.payload["task"] == TASK_PREPROCESS for m in messages)
+        # The stale attempt-1 message can no longer claim the job.
+        assert jobs.claim(session, job_id, 1, {JobState.QUEUED}, JobState.PREPROCESSING,
+                          "reading", 600) is None
+        for _ in range(gateway.settings.max_attempts - 1):
+            job = session.get(Job, job_id)
+            job.deadline_at = utcnow() - timedelta(seconds=1)
+            session.commit()
+            before = job.attempts
+            _wait(lambda b=before: (lambda j: j.attempts > b or j.state == "failed")(
+                _reload(runtime, job_id)))
+
+    final = _wait(lambda: (lambda j: j if j.state == "failed" else None)(_reload(runtime, job_id)))
+    assert final.error_code == "deadline_exceeded"
+    assert final.attempts == gateway.settings.max_attempts
+
+
+def _reload(runtime, job_id: str) -> Job:  # type: ignore[no-untyped-def]
+    with runtime.sessions() as session:
+        return session.get(Job, job_id)
+
+
+def test_lease_transitions(gateway: Gateway, tmp_path: Path) -> None:
+    from lungcad.celery_app import TASK_INFERENCE
+
+    job_id = _submit(gateway, tmp_path, None)
+    with gateway.runtime.sessions() as session:
+        lease = jobs.claim(session, job_id, 1, {JobState.QUEUED}, JobState.PREPROCESSING,
+                           "reading", 600)
+        assert jobs.heartbeat(session, lease, progress=30, stage="segmenting")
+        assert jobs.advance(session, lease, JobState.INFERRING, TASK_INFERENCE,
+                            "queued-inference", timings={"read": 1.5})
+        job = session.get(Job, job_id)
+        assert (job.state, job.progress, job.timings_s) == ("inferring", 30, {"read": 1.5})
+        lease2 = jobs.claim(session, job_id, 1, {JobState.INFERRING}, JobState.INFERRING,
+                            "detecting", 600)
+        assert lease2 is not None
+        assert not jobs.heartbeat(session, lease)  # the old lease is gone
+        assert jobs.succeed(session, lease2, timings={"detect": 2.0})
+        session.expire_all()
+        job = session.get(Job, job_id)
+        assert (job.state, job.progress, job.finished_at is not None) == ("succeeded", 100, True)
+        assert not jobs.fail(session, job_id, "late", "too late")  # terminal stays terminal

@@ -1,0 +1,39 @@
+"""Typed settings: embedded defaults under the data dir; placeholder secrets refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lungcad.settings import Settings, UnsafeConfigurationError
+
+
+def test_embedded_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
+    settings = Settings(env="development", data_dir=tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path.resolve()}/lungcad.db"
+    assert settings.broker_url == "filesystem://"
+    assert settings.objects_dir == tmp_path / "objects"
+    settings.check_safe()  # development tolerates the development secret
+
+
+def test_environment_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("LUNGCAD_MAX_FILES=12\nLUNGCAD_S3_BUCKET=from-dotenv\n")
+    monkeypatch.setenv("LUNGCAD_S3_BUCKET", "from-env")
+    settings = Settings()
+    assert settings.max_files == 12 and settings.s3_bucket == "from-env"
+
+
+@pytest.mark.parametrize("secret", ["", "changeme", "dev-secret-not-for-production", "short"])
+def test_production_refuses_placeholder_secrets(tmp_path: Path, secret: str) -> None:
+    with pytest.raises(UnsafeConfigurationError, match="LUNGCAD_SECRET_KEY"):
+        Settings(env="production", data_dir=tmp_path, secret_key=secret).check_safe()
+
+
+def test_production_refuses_placeholder_s3_secret(tmp_path: Path) -> None:
+    settings = Settings(env="production", data_dir=tmp_path, secret_key="x" * 32,
+                        storage_backend="s3", s3_secret_key="minioadmin")
+    with pytest.raises(UnsafeConfigurationError, match="S3_SECRET_KEY"):
+        settings.check_safe()
+    Settings(env="production", data_dir=tmp_path, secret_key="x" * 32).check_safe()
