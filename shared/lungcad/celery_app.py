@@ -26,8 +26,10 @@ def broker_transport_options(settings: Settings) -> dict[str, object]:
         folder = settings.broker_dir
         (folder / "queue").mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                "processed_folder": str(folder / "processed"), "store_processed": False}
+                "processed_folder": str(folder / "processed"), "store_processed": False,
+                "control_folder": str(folder / "control")}
     # Redis: a message not acked within the visibility timeout is redelivered. It must exceed
     # the hard time limit; the job lease in the database stops a redelivered copy from running
     # while the first one is still alive.

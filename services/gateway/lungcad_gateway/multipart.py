@@ -5,15 +5,67 @@ reading, and the request is refused as soon as one is crossed."""
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from lungcad.errors import InvalidInput, PayloadTooLarge
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 MAX_FIELD_BYTES = 64 * 1024
+FLUSH_BYTES = 1024 * 1024  # hand file data to the writer thread in 1 MiB blocks
+MAX_IN_FLIGHT = 8  # blocks queued for the writer: bounds memory per upload to ~8 MiB
+
+
+class _FileWriter:
+    """Writes, hashes and fsyncs one spooled part on a background thread, in order, so the
+    event loop only parses. hashlib and file writes release the GIL."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed in finish()
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._pending: deque[Future[None]] = deque()
+        self.size = 0
+
+    def _write(self, block: bytes) -> None:
+        self._hash.update(block)
+        self._handle.write(block)
+
+    def _submit(self, block: bytes) -> None:
+        self._pending.append(self._executor.submit(self._write, block))
+        while len(self._pending) > MAX_IN_FLIGHT:
+            self._pending.popleft().result()
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._buffer += chunk
+        if len(self._buffer) >= FLUSH_BYTES:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+
+    def finish(self) -> str:
+        if self._buffer:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        while self._pending:
+            self._pending.popleft().result()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())  # accepted bytes are on disk before the job exists
+        self._handle.close()
+        return self._hash.hexdigest()
+
+    def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        for future in self._pending:
+            if not future.cancelled():
+                future.exception()
+        self._handle.close()
 
 
 @dataclass
@@ -41,8 +93,8 @@ class _Collector:
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
         self._name = ""
-        self._out: BinaryIO | None = None
-        self._hash: hashlib._Hash | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-writer")
+        self._out: _FileWriter | None = None
         self._current: SpooledFile | None = None
         self._field_value = bytearray()
         self.error: Exception | None = None
@@ -84,8 +136,7 @@ class _Collector:
             path = self.spool_dir / f"part-{ordinal:05d}"
             name = filename.decode("utf-8", "replace")[:500] if filename else None
             self._current = SpooledFile(path=path, original_name=name)
-            self._out = open(path, "wb")  # noqa: SIM115 - closed in _part_end
-            self._hash = hashlib.sha256()
+            self._out = _FileWriter(path, self._executor)
         else:
             if len(self.form.fields) >= self.max_fields:
                 raise InvalidInput(f"More than {self.max_fields} form fields.",
@@ -94,10 +145,8 @@ class _Collector:
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
-        if self._current is not None and self._out is not None and self._hash is not None:
+        if self._current is not None and self._out is not None:
             self._out.write(chunk)
-            self._hash.update(chunk)
-            self._current.size += len(chunk)
         else:
             self._field_value += chunk
             if len(self._field_value) > MAX_FIELD_BYTES:
@@ -105,10 +154,10 @@ class _Collector:
                                    code="field_too_long", status=400)
 
     def _part_end(self) -> None:
-        if self._current is not None and self._out is not None and self._hash is not None:
-            self._out.close()
+        if self._current is not None and self._out is not None:
+            self._current.size = self._out.size
+            self._current.sha256 = self._out.finish()
             self._out = None
-            self._current.sha256 = self._hash.hexdigest()
             self.form.files.append(self._current)
             self._current = None
         else:
@@ -119,7 +168,9 @@ class _Collector:
 
     def close(self) -> None:
         if self._out is not None:
-            self._out.close()
+            self._out.abort()
+            self._out = None
+        self._executor.shutdown(wait=True)
 
 
 def boundary_of(content_type: str) -> bytes:

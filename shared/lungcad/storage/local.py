@@ -20,6 +20,14 @@ from lungcad.storage.base import (
 )
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(ObjectStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -42,7 +50,10 @@ class LocalStore(ObjectStore):
                 with os.fdopen(fd, "wb") as out:
                     while chunk := reader.read(CHUNK):
                         out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
                 os.replace(tmp, path)
+                _fsync_dir(path.parent)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -52,6 +63,7 @@ class LocalStore(ObjectStore):
 
     def put_file(self, key: str, path: Path, sha256: str | None = None,
                  content_type: str = "application/octet-stream") -> StoredObject:
+        """With ``sha256`` given, the caller has fsynced ``path``; it is moved, not copied."""
         if sha256 is None:
             return super().put_file(key, path, sha256, content_type)
         target = self._path(key)
@@ -59,6 +71,7 @@ class LocalStore(ObjectStore):
             target.parent.mkdir(parents=True, exist_ok=True)
             size = path.stat().st_size
             os.replace(path, target)  # same file system: a rename, no second copy of the bytes
+            _fsync_dir(target.parent)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return super().put_file(key, path, None, content_type)

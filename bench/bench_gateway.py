@@ -1,0 +1,188 @@
+"""Gateway benchmark: upload ingest throughput and status-poll latency.
+
+    .venv/bin/python bench/bench_gateway.py [--size-mb 150] [--repeat 3] [--rate 200]
+        [--seconds 10] [--database-url postgresql+psycopg2://postgres@127.0.0.1/test]
+
+Starts ``lungcad serve --no-workers`` as a separate process (embedded configuration: local
+object store on the same disk as the plain copy), then:
+
+1. ingest: POSTs a zip of synthetic CT slices (``--size-mb``) and times it against a plain
+   ``shutil.copyfile`` of the same bytes on the same disk, in the same run;
+2. poll: drives GET /v1/jobs/{id} at a fixed open-loop rate from this process over loopback
+   and reports p50/p99 latency.
+
+Prints a table of medians. Target: ingest >= 50% of the plain-copy rate; p99 poll < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+
+def make_zip(path: Path, size_mb: int) -> None:
+    """A zip (stored, like most PACS exports of compressed-noise CT) of 512x512 CT slices."""
+    rng = np.random.default_rng(0)
+    study, series = generate_uid(), generate_uid()
+    slices = max(2, size_mb * 1024 * 1024 // (512 * 512 * 2))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(slices):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = FileDataset("x", {}, file_meta=meta, preamble=b"\0" * 128)
+            ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, \
+                meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.Modality, ds.PatientID = "CT", "BENCH"
+            ds.ImagePositionPatient = [0, 0, float(i)]
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.PixelSpacing, ds.Rows, ds.Columns = [0.7, 0.7], 512, 512
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated = ds.BitsStored = 16
+            ds.HighBit, ds.PixelRepresentation = 15, 1
+            ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+            ds.PixelData = rng.integers(0, 2000, (512, 512), dtype=np.int16).tobytes()
+            tmp = path.parent / "slice.dcm"
+            ds.save_as(tmp, enforce_file_format=True)
+            zf.write(tmp, f"BENCH/Series 1/{i:04d}.dcm")
+            tmp.unlink()
+
+
+def start_server(data_dir: Path, port: int, database_url: str | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LUNGCAD_ENV": "development", "LUNGCAD_DATA_DIR": str(data_dir),
+           "LUNGCAD_MAX_UPLOAD_BYTES": str(4 * 1024**3)}
+    if database_url:
+        env["LUNGCAD_DATABASE_URL"] = database_url
+    subprocess.run([sys.executable, "-m", "lungcad.cli", "migrate"], env=env, check=True,  # noqa: S603
+                   capture_output=True)
+    key = subprocess.run([sys.executable, "-m", "lungcad.cli", "admin", "create-key",  # noqa: S603
+                          "--tenant", "bench"], env=env, check=True, capture_output=True,
+                         text=True).stdout.strip().splitlines()[-1]
+    env["BENCH_KEY"] = key
+    process = subprocess.Popen([sys.executable, "-m", "lungcad.cli", "serve", "--port",  # noqa: S603
+                                str(port), "--no-workers"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process.key = key  # type: ignore[attr-defined]
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def bench_ingest(zip_path: Path, data_dir: Path, url: str, key: str, repeat: int
+                 ) -> tuple[list[float], list[float], str]:
+    size = zip_path.stat().st_size
+    copies, uploads = [], []
+    job_id = ""
+    for i in range(repeat):
+        target = data_dir / f"copy-{i}.zip"
+        start = time.perf_counter()
+        shutil.copyfile(zip_path, target)
+        with open(target, "rb+") as handle:
+            os.fsync(handle.fileno())
+        copies.append(size / (time.perf_counter() - start) / 1e6)
+        target.unlink()
+        with open(zip_path, "rb") as handle:
+            start = time.perf_counter()
+            response = httpx.post(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {key}"},
+                                  files=[("files", (zip_path.name, handle, "application/zip"))],
+                                  timeout=600)
+            elapsed = time.perf_counter() - start
+        response.raise_for_status()
+        job_id = response.json()["id"]
+        uploads.append(size / elapsed / 1e6)
+    return copies, uploads, job_id
+
+
+async def _poll(url: str, key: str, job_id: str, rate: float, seconds: float) -> list[float]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                                 limits=limits, timeout=10) as client:
+        async def one() -> None:
+            start = time.perf_counter()
+            response = await client.get(f"/v1/jobs/{job_id}")
+            response.raise_for_status()
+            latencies.append((time.perf_counter() - start) * 1000)
+
+        for _ in range(20):  # warm the connection pool
+            await one()
+        latencies.clear()
+        tasks = []
+        begin = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = begin + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=150)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        root = Path(tmp)
+        zip_path = root / "study.zip"
+        make_zip(zip_path, args.size_mb)
+        server = start_server(root / "data", args.port, args.database_url)
+        url = f"http://127.0.0.1:{args.port}"
+        try:
+            copies, uploads, job_id = bench_ingest(zip_path, root / "data", url,
+                                                   server.key, args.repeat)  # type: ignore[attr-defined]
+            latencies = asyncio.run(_poll(url, server.key, job_id, args.rate,  # type: ignore[attr-defined]
+                                          args.seconds))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    size_mb = zip_path.stat().st_size / 1e6 if zip_path.exists() else args.size_mb
+    quantiles = statistics.quantiles(latencies, n=100)
+    copy_rate, upload_rate = statistics.median(copies), statistics.median(uploads)
+    db = "postgres" if args.database_url else "sqlite"
+    print(f"\nLungCAD gateway benchmark  ({platform.node()}, {os.cpu_count()} cores, "
+          f"{platform.python_version()}, db={db}, store=local dir)")
+    print(f"{'measure':<42}{'median':>12}  target")
+    print("-" * 70)
+    print(f"{'plain copy of the zip (MB/s)':<42}{copy_rate:>12.0f}")
+    print(f"{f'upload ingest, {size_mb:.0f} MB zip (MB/s)':<42}{upload_rate:>12.0f}")
+    ratio = upload_rate / copy_rate * 100
+    print(f"{'ingest / plain copy (%)':<42}{ratio:>12.0f}  >= 50 "
+          f"{'PASS' if ratio >= 50 else 'FAIL'}")
+    print(f"{f'poll p50 at {args.rate:.0f} req/s (ms)':<42}{quantiles[49]:>12.2f}")
+    p99 = quantiles[98]
+    print(f"{f'poll p99 at {args.rate:.0f} req/s (ms)':<42}{p99:>12.2f}  < 20 "
+          f"{'PASS' if p99 < 20 else 'FAIL'}")
+    print(f"(ingest: {args.repeat} runs; poll: {len(latencies)} requests over "
+          f"{args.seconds:.0f} s, open loop)")
+
+
+if __name__ == "__main__":
+    main()
