@@ -17,7 +17,9 @@ Command = Callable[[argparse.Namespace], int]
 def cmd_migrate(args: argparse.Namespace) -> int:
     from lungcad_gateway.migrate import upgrade
 
-    upgrade(get_settings(), args.revision)
+    settings = get_settings()
+    settings.check_safe()
+    upgrade(settings, args.revision)
     print(f"database at {args.revision}")
     return 0
 
@@ -32,6 +34,7 @@ def _worker_argv(queues: str, concurrency: int, pool: str | None) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    get_settings().check_safe()
     argv = _worker_argv(args.queues, args.concurrency, args.pool)
     os.execv(argv[0], argv)  # noqa: S606 - replaces this process with the Celery worker
     return 0  # pragma: no cover
@@ -44,7 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.check_safe()
-    upgrade(settings)
+    if not args.no_migrate:
+        upgrade(settings)
     workers: list[subprocess.Popen[bytes]] = []
     embedded_broker = settings.broker_url.startswith("filesystem")
     if args.workers or (args.workers is None and embedded_broker):
@@ -125,6 +129,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.host, args.port)
 
 
+PLUGIN_MODULES = ("lungcad_inference.commands",)
+
+
+def _register_plugins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Commands that live with their service (``analyze``, ``train``, ``evaluate``): each module
+    exposes ``register(subparsers)`` and imports its heavy dependencies only when run."""
+    import importlib
+    import importlib.util
+
+    for name in PLUGIN_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lungcad", description="LungCAD: lung nodule detection and lung-cancer risk on "
@@ -138,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--workers", dest="workers", action="store_true", default=None,
                        help="also start one preprocess and one inference worker")
     group.add_argument("--no-workers", dest="workers", action="store_false")
+    p.add_argument("--no-migrate", action="store_true",
+                   help="skip the prestart migration (compose runs a one-shot migrate service)")
     p.add_argument("--no-relay", action="store_true",
                    help="do not run the outbox relay and sweeper in this process")
     p.set_defaults(func=cmd_serve)
@@ -159,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_demo)
+
+    _register_plugins(sub)
 
     admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin",
                                                                           required=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
         problems = []
         if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < 16:
             problems.append("LUNGCAD_SECRET_KEY is a placeholder or shorter than 16 characters")
+        for name, url in (("LUNGCAD_DATABASE_URL", self.database_url),
+                          ("LUNGCAD_BROKER_URL", self.broker_url)):
+            password = urlsplit(url).password if "://" in url else None
+            if password is not None and password.strip().lower() in PLACEHOLDER_SECRETS:
+                problems.append(f"the password in {name} is a placeholder")
         if self.storage_backend == StorageBackend.S3 and (
             self.s3_secret_key.strip().lower() in PLACEHOLDER_SECRETS
         ):

@@ -11,7 +11,8 @@ from lungcad.db.session import make_engine
 from lungcad.settings import Settings
 from lungcad_gateway.migrate import current, downgrade, upgrade
 
-TABLES = {"tenants", "api_keys", "jobs", "job_inputs", "artifacts", "outbox", "webhook_attempts"}
+TABLES = {"tenants", "api_keys", "jobs", "job_inputs", "artifacts", "outbox", "webhook_attempts",
+          "findings", "finding_feedback", "audit_events"}
 
 
 def _tables(settings: Settings) -> set[str]:

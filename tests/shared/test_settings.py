@@ -37,3 +37,13 @@ def test_production_refuses_placeholder_s3_secret(tmp_path: Path) -> None:
     with pytest.raises(UnsafeConfigurationError, match="S3_SECRET_KEY"):
         settings.check_safe()
     Settings(env="production", data_dir=tmp_path, secret_key="x" * 32).check_safe()
+
+
+@pytest.mark.parametrize("field", ["database_url", "broker_url"])
+def test_production_refuses_placeholder_passwords_in_urls(tmp_path: Path, field: str) -> None:
+    urls = {"database_url": "postgresql+psycopg2://lungcad:changethis@postgres/lungcad",
+            "broker_url": "redis://:changethis@redis:6379/0"}
+    settings = Settings(env="production", data_dir=tmp_path, secret_key="x" * 32,
+                        **{field: urls[field]})
+    with pytest.raises(UnsafeConfigurationError, match=field.upper()):
+        settings.check_safe()

@@ -183,3 +183,63 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FindingRow(Base):
+    """One finding of a succeeded job: the numbers of the findings document, queryable."""
+
+    __tablename__ = "findings"
+    __table_args__ = (UniqueConstraint("job_id", "finding_id", name="uq_findings_job_finding"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    finding_id: Mapped[str] = mapped_column(String(20))
+    model_version: Mapped[str] = mapped_column(String(40))
+    center_mm: Mapped[dict[str, Any]] = mapped_column(JSON)
+    center_voxel: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    diameter_mm: Mapped[float]
+    short_axis_mm: Mapped[float]
+    volume_mm3: Mapped[float]
+    mean_hu: Mapped[float]
+    nodule_type: Mapped[str] = mapped_column(String(20))
+    location: Mapped[dict[str, Any]] = mapped_column(JSON)
+    margin: Mapped[dict[str, Any]] = mapped_column(JSON)
+    nodule_probability: Mapped[float]
+    malignancy_probability: Mapped[float]
+    brock_probability: Mapped[float]
+    lung_rads: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FindingFeedback(Base):
+    """A radiologist's verdict on a finding, or a nodule the model missed (audit trail)."""
+
+    __tablename__ = "finding_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), index=True)
+    finding_id: Mapped[str | None] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(10))  # accept | reject | add
+    center_mm: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    center_voxel: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what to which patient data, when, from where, and how it ended."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_tenant_time", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tenant_id: Mapped[str | None] = mapped_column(String(36))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))  # read | write | export | delete | auth
+    resource: Mapped[str] = mapped_column(String(300))
+    outcome: Mapped[int] = mapped_column(Integer)  # HTTP status
+    address: Mapped[str | None] = mapped_column(String(64))
