@@ -1,0 +1,1 @@
+"""Clinical measurements and scores: nodule segmentation and size, Lung-RADS, Brock."""

@@ -1,0 +1,1 @@
+"""Report artifacts: findings JSON, DICOM SR and SEG, key images."""
