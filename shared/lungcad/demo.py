@@ -25,8 +25,8 @@ def _synthetic_zip() -> bytes | None:
     except ImportError:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        case = synthetic.make_chest_ct(seed=7)  # type: ignore[attr-defined]
-        synthetic.write_dicom_series(case.volume, case.geometry, Path(tmp))  # type: ignore[attr-defined]
+        case = synthetic.make_chest_ct(seed=7)
+        synthetic.write_dicom_series(case.hu, case.geometry, Path(tmp))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(Path(tmp).rglob("*.dcm")):

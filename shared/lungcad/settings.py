@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 30.0
     relay_interval_s: float = 0.5
 
+    # Preprocessing.
+    preprocess_spacing_mm: float = 1.0
+    preprocess_crop_margin_mm: float = 10.0
+    preprocess_min_slices: int = 10
+    preprocess_threads: int = 0  # 0: the CPU count
+    preprocess_memory_limit_bytes: int = 6 * 1024**3
+    preprocess_timeout_s: int = 600  # below task_soft_time_limit_s
+
+    # Inference.
+    inference_threads: int = 0  # 0: the CPU count (CPU fallback only)
+    inference_device: str = ""  # "" picks cuda when present, else cpu
+
     # Webhooks.
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8

@@ -4,7 +4,8 @@ Relay: publishes committed outbox rows (Celery dispatches, webhooks) and marks t
 A crash between publish and mark re-publishes the row; workers drop the duplicate because they
 claim a job only for its current attempt and only while no live lease exists.
 
-Sweeper: a job whose stage deadline passed is re-dispatched with attempts + 1, or failed with
+Sweeper: a job whose stage deadline passed, or whose worker stopped renewing its lease (killed,
+out of memory, host lost), is re-dispatched with attempts + 1, or failed with
 ``deadline_exceeded`` once ``max_attempts`` is reached.
 """
 
@@ -19,7 +20,7 @@ from lungcad.celery_app import TASK_INFERENCE, TASK_PREPROCESS
 from lungcad.db.models import Job, JobState, OutboxKind, OutboxMessage, Tenant, WebhookAttempt
 from lungcad.db.types import utcnow
 from lungcad.jobs import enqueue_stage, enqueue_webhook
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from lungcad_gateway.runtime import Runtime
@@ -116,21 +117,32 @@ class Relay:
         redispatched = failed = 0
         settings = self.settings
         now = utcnow()
-        active = [JobState.QUEUED.value, JobState.PREPROCESSING.value, JobState.INFERRING.value]
+        running = [JobState.PREPROCESSING.value, JobState.INFERRING.value]
+        active = [JobState.QUEUED.value, *running]
         with self.runtime.sessions() as session:
-            query = (select(Job).where(Job.state.in_(active), Job.deadline_at < now)
+            lease_lost = (Job.state.in_(running) & Job.lease_token.is_not(None)
+                          & (Job.lease_expires_at < now))
+            query = (select(Job).where(Job.state.in_(active),
+                                       or_(Job.deadline_at < now, lease_lost))
                      .order_by(Job.deadline_at).limit(BATCH))
             if self._locking:
                 query = query.with_for_update(skip_locked=True)
             for job in session.scalars(query):
                 if job.lease_expires_at is not None and job.lease_expires_at > now:
                     continue  # a live worker still holds it; its heartbeat proves progress
+                lost = job.lease_token is not None and job.lease_expires_at is not None
                 if job.attempts >= settings.max_attempts:
                     job.state = JobState.FAILED
                     job.finished_at = now
-                    job.error_code = "deadline_exceeded"
-                    job.error_message = (f"The job did not finish its {job.stage} stage in "
-                                         f"{job.attempts} attempts.")
+                    if lost:
+                        job.error_code = "worker_lost"
+                        job.error_message = (f"The worker running the {job.stage} stage stopped "
+                                             f"(crashed or was killed) on each of "
+                                             f"{job.attempts} attempts.")
+                    else:
+                        job.error_code = "deadline_exceeded"
+                        job.error_message = (f"The job did not finish its {job.stage} stage in "
+                                             f"{job.attempts} attempts.")
                     job.lease_token = None
                     job.lease_expires_at = None
                     enqueue_webhook(session, job)
