@@ -28,7 +28,6 @@ import psycopg2
 import pytest
 import redis
 import uvicorn
-
 from lungcad.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,3 +239,43 @@ def gateway(settings: Settings) -> Iterator[Gateway]:
         yield gw
     finally:
         server.__exit__()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process (a worker, ``lungcad serve``) these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUNGCAD_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if isinstance(value, list | dict):
+            import json
+
+            value = json.dumps(value)
+        env[f"LUNGCAD_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """A real Celery worker (``lungcad worker``) in its own process."""
+
+    def __init__(self, settings: Settings, queues: str = "preprocess,inference",
+                 pool: str = "solo") -> None:
+        self.settings = settings
+        self.log = settings.data_dir / f"worker-{secrets.token_hex(3)}.log"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "lungcad.cli", "worker", "--queues", queues, "--pool", pool],
+            env=settings_env(settings), stdout=open(self.log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -51,7 +51,8 @@ def ct_slice(path: Path, index: int, study_uid: str, series_uid: str, rows: int 
     return path
 
 
-def ct_series(folder: Path, n: int = 4, study_uid: str | None = None, **kwargs: object) -> list[Path]:
+def ct_series(folder: Path, n: int = 4, study_uid: str | None = None,
+              **kwargs: object) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
     series_uid = generate_uid()

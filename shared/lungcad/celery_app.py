@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from lungcad.settings import Settings
 
@@ -63,9 +63,15 @@ def create_celery(settings: Settings, include_tasks: bool = False) -> Celery:
         worker_prefetch_multiplier=1,
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.task_soft_time_limit_s,
-        task_queues=[Queue(QUEUE_PREPROCESS), Queue(QUEUE_INFERENCE)],
+        # Each queue has its own direct exchange and routing key: a message for one queue can
+        # never be delivered to the other.
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q)
+                     for q in (QUEUE_PREPROCESS, QUEUE_INFERENCE)],
         task_default_queue=QUEUE_PREPROCESS,
-        task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        task_default_exchange=QUEUE_PREPROCESS,
+        task_default_routing_key=QUEUE_PREPROCESS,
+        task_routes={name: {"queue": queue, "exchange": queue, "routing_key": queue}
+                     for name, queue in TASK_QUEUES.items()},
         task_create_missing_queues=False,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,

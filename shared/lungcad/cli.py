@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.host, args.port)
 
 
-PLUGIN_MODULES = ("lungcad_inference.commands",)
+PLUGIN_MODULES = ("lungcad_inference.analyze_command", "lungcad_inference.commands")
 
 
 def _register_plugins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -10,9 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from lungcad.db.models import Job, OutboxMessage
 from sqlalchemy import func, select
 
-from lungcad.db.models import Job, OutboxMessage
 from tests.conftest import Gateway
 from tests.factories import MR_STORAGE, SC_STORAGE, ct_series, metaimage, nifti
 
@@ -215,7 +215,8 @@ def test_body_over_the_limit_is_refused_before_it_is_read(settings, tmp_path: Pa
         # Chunked bodies (no declared length) are cut off once they cross the cap.
         with gw.client() as client:
             def body():  # type: ignore[no-untyped-def]
-                yield b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a\"\r\n\r\n"
+                yield (b"--b\r\nContent-Disposition: form-data; name=\"files\"; "
+                       b"filename=\"a\"\r\n\r\n")
                 for _ in range(40):
                     yield b"\0" * 65536
             response = client.post("/v1/jobs", content=body(),

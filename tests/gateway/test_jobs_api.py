@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lungcad.db.models import Job, JobInput, OutboxMessage
 from sqlalchemy import select
 
-from lungcad.db.models import Job, JobInput, OutboxMessage
 from tests.conftest import Gateway
 from tests.factories import ct_series, metaimage, nifti
 
@@ -87,6 +87,19 @@ def test_relay_publishes_ids_only_to_the_preprocess_queue(gateway: Gateway,
 
         body = json.loads(base64.b64decode(envelope["body"]))
         assert body[0] == [job["id"], 1]
+        # An inference dispatch lands in the inference queue only.
+        from lungcad.celery_app import TASK_INFERENCE
+        from lungcad.jobs import enqueue_stage
+
+        with gateway.runtime.sessions() as session:
+            enqueue_stage(session, session.get(Job, job["id"]), TASK_INFERENCE)
+            session.commit()
+        gateway.runtime.wake_relay.set()
+        client = redis.Redis.from_url(gateway.settings.broker_url)
+        deadline = time.monotonic() + 10
+        while client.llen("inference") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.llen("inference") == 1 and client.llen("preprocess") == 1
     else:
         messages = list((gateway.settings.broker_dir / "queue").glob("*.msg"))
         assert len(messages) == 1

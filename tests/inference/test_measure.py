@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lungcad_inference.clinical.measure import feret_2d, measure_nodule
 
 

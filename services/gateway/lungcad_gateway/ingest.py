@@ -124,7 +124,8 @@ def _create_job(runtime: Runtime, tenant: Tenant, job_id: str, options: JobOptio
             input_bytes=sum(obj.size for obj, _, _ in stored), patient_id=summary.patient_id,
             study_instance_uid=summary.study_uid, study_date=summary.study_date,
             series_description=summary.series_description, timings_s={},
-            details={"modalities": summary.modalities, "dicom_files": summary.dicom_files},
+            details={"modalities": summary.modalities, "dicom_files": summary.dicom_files,
+                     "patient": {"age": summary.patient_age, "sex": summary.patient_sex}},
         )
         session.add(job)
         for ordinal, (obj, kind, name) in enumerate(stored):

@@ -59,7 +59,9 @@ class Relay:
                 try:
                     self.runtime.celery.send_task(
                         payload["task"], args=[payload["job_id"], payload["attempt"]],
-                        queue=payload["queue"],
+                        # The default exchange routes by queue name alone: no binding table
+                        # to go stale, and a message can only land in its own queue.
+                        queue=payload["queue"], exchange="", routing_key=payload["queue"],
                         task_id=f"{payload['job_id']}.{payload['task']}.{payload['attempt']}",
                         retry=False)
                 except Exception as exc:  # noqa: BLE001 - broker down: retry the row later
@@ -177,7 +179,8 @@ class Relay:
     def start(self) -> None:
         s = self.settings
         specs = [(self.publish_dispatches, s.relay_interval_s, self.runtime.wake_relay),
-                 (self.deliver_webhooks, s.webhook_poll_interval_s, None), (self.sweep, s.sweep_interval_s, None)]
+                 (self.deliver_webhooks, s.webhook_poll_interval_s, None),
+                 (self.sweep, s.sweep_interval_s, None)]
         for step, interval, wake in specs:
             thread = threading.Thread(target=self._loop, args=(step, interval, wake),
                                       name=f"relay-{step.__name__}", daemon=True)

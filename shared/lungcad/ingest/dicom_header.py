@@ -30,6 +30,8 @@ class DicomSummary:
     study_date: str | None
     series_description: str | None
     is_image: bool
+    patient_age: int | None = None
+    patient_sex: str | None = None
 
     @property
     def is_ct_image(self) -> bool:
@@ -46,6 +48,21 @@ def _text(ds: pydicom.Dataset, keyword: str, limit: int) -> str | None:
     if value is None or value == "":
         return None
     return str(value)[:limit]
+
+
+def parse_age(value: object) -> int | None:
+    """DICOM AS ("067Y", "006M", "010W", "003D") to whole years; None when absent or odd."""
+    text = str(value or "").strip().upper()
+    if len(text) != 4 or not text[:3].isdigit() or text[3] not in "DWMY":
+        return None
+    number = int(text[:3])
+    years = {"Y": number, "M": number // 12, "W": number // 52, "D": number // 365}[text[3]]
+    return years if 0 <= years <= 130 else None
+
+
+def parse_sex(value: object) -> str | None:
+    text = str(value or "").strip().upper()
+    return text if text in ("M", "F", "O") else None
 
 
 def _native_pixel_bytes(ds: pydicom.Dataset) -> int | None:
@@ -113,4 +130,5 @@ def read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
         study_uid=_text(ds, "StudyInstanceUID", 64), series_uid=_text(ds, "SeriesInstanceUID", 64),
         patient_id=_text(ds, "PatientID", 200), study_date=_text(ds, "StudyDate", 8),
         series_description=_text(ds, "SeriesDescription", 200), is_image=is_image,
+        patient_age=parse_age(ds.get("PatientAge")), patient_sex=parse_sex(ds.get("PatientSex")),
     )

@@ -42,6 +42,8 @@ class UploadSummary:
     study_uid: str | None = None
     study_date: str | None = None
     series_description: str | None = None
+    patient_age: int | None = None
+    patient_sex: str | None = None
     modalities: dict[str, int] = field(default_factory=dict)
 
 
@@ -95,6 +97,7 @@ def _check_dicom_set(summaries: list[DicomSummary], where: str) -> UploadSummary
     return UploadSummary(format="dicom", kinds=[], dicom_files=len(summaries),
                          patient_id=lead.patient_id, study_uid=lead.study_uid,
                          study_date=lead.study_date, series_description=lead.series_description,
+                         patient_age=lead.patient_age, patient_sex=lead.patient_sex,
                          modalities=dict(modalities))
 
 

@@ -107,11 +107,13 @@ def _box(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[slice, 
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
-def _grow(sub: np.ndarray, seed: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """(nodule, raw): the nodule with thin attachments cut off, and the raw grown region."""
+def _grow(sub: np.ndarray, seed: np.ndarray, radius: float, allowed: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(nodule, raw): the nodule with thin attachments cut off, and the raw grown region.
+    Growth stays inside ``allowed`` (the lungs, slightly dilated: not into the chest wall)."""
     zz, yy, xx = np.indices(sub.shape, dtype=np.float32)
     inside = ((zz - seed[0])**2 + (yy - seed[1])**2 + (xx - seed[2])**2) <= radius**2
-    dense = (sub > GROW_HU) & inside
+    dense = (sub > GROW_HU) & inside & allowed
     labels, count = ndimage.label(dense, structure=FULL)
     if count == 0:
         return np.zeros_like(dense), np.zeros_like(dense)
@@ -181,7 +183,10 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
     offset = tuple(int(s.start) for s in box)
     sub = hu[box].astype(np.float32)
     seed = center - np.asarray(offset)
-    mask, raw = _grow(sub, seed, radius=diameter * 0.75 + 3)
+    lung_sub = lungs[box] > 0
+    allowed = ndimage.binary_dilation(lung_sub, _ball(1)) if lung_sub.any() else \
+        np.ones_like(lung_sub)
+    mask, raw = _grow(sub, seed, radius=diameter * 0.75 + 3, allowed=allowed)
     segmented = bool(mask.sum() >= 4)
     if not segmented:
         mask = _sphere(sub.shape, seed, diameter / 2)
@@ -200,7 +205,6 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
     centroid = np.asarray(ndimage.center_of_mass(mask)) + np.asarray(offset) \
         if mask.any() else center
     side, zone = _location(lungs, centroid)
-    lung_sub = lungs[box] > 0
     shell = ndimage.binary_dilation(mask, _ball(2)) & ~mask
     outside_dense = shell & ~lung_sub & (sub > -400)
     juxtapleural = bool(outside_dense.sum() > 0.05 * max(shell.sum(), 1))

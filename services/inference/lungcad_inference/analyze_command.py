@@ -1,0 +1,126 @@
+"""``lungcad analyze PATH --out DIR``: the whole pipeline in this process, no servers.
+
+PATH is a DICOM folder, a zip of one, a NIfTI, MetaImage (.mha, or .mhd beside its data) or
+NRRD file. Writes ``findings.json``, ``sr.dcm`` and ``seg.dcm`` (DICOM input only), the key
+images and an overview to DIR. Research use, not for clinical diagnosis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("analyze", help="analyse one study in this process (no servers)")
+    p.add_argument("path", type=Path, help="DICOM folder or zip, NIfTI, MetaImage or NRRD")
+    p.add_argument("--out", type=Path, required=True, help="folder for the results")
+    p.add_argument("--series", default=None, help="SeriesInstanceUID to analyse")
+    p.add_argument("--age", type=int, default=None, help="patient age (overrides the header)")
+    p.add_argument("--sex", choices=["M", "F", "O"], default=None)
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _header_patient(folder: Path, series_uid: str | None) -> tuple[int | None, str | None]:
+    import pydicom
+    from lungcad.ingest.dicom_header import parse_age, parse_sex
+    from pydicom.errors import InvalidDicomError
+
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["SeriesInstanceUID", "PatientAge", "PatientSex"])
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if series_uid is None or ds.get("SeriesInstanceUID") == series_uid:
+            return parse_age(ds.get("PatientAge")), parse_sex(ds.get("PatientSex"))
+    return None, None
+
+
+def _unpack(path: Path, tmp: Path) -> Path:
+    if path.is_file() and path.suffix.lower() == ".zip":
+        from lungcad.ingest.archive import safe_extract
+        from lungcad.settings import get_settings
+
+        safe_extract(path, tmp / "input", get_settings())
+        return tmp / "input"
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from lungcad.errors import LungcadError
+    from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lungcad_inference.analysis import PatientInfo
+    from lungcad_inference.runner import models, run_inference
+
+    console = Console(stderr=True)
+    if not args.path.exists():
+        console.print(f"[red]lungcad analyze: {args.path} does not exist[/red]")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    steps = ["unpack", "preprocess", "load model", "detect and report", "write"]
+    try:
+        with tempfile.TemporaryDirectory(prefix="lungcad-analyze-") as tmp, Progress(
+                TextColumn("{task.description:<20}"), BarColumn(), TimeElapsedColumn(),
+                console=console, transient=False) as progress:
+            task = progress.add_task(steps[0], total=len(steps))
+            source = _unpack(args.path, Path(tmp))
+            progress.update(task, advance=1, description=steps[1])
+            pre = preprocess_path(source, PreprocessOptions(threads=args.threads or 2,
+                                                            requested_series_uid=args.series))
+            progress.update(task, advance=1, description=steps[2])
+            loaded = models("", args.threads)
+            progress.update(task, advance=1, description=steps[3])
+            age, sex = (_header_patient(source, pre.meta["source"].get("series_instance_uid"))
+                        if source.is_dir() else (None, None))
+            patient = PatientInfo(age=args.age if args.age is not None else age,
+                                  sex=args.sex or sex)
+            folder = source if source.is_dir() and pre.meta["source"].get("slices") else None
+            output = run_inference(pre.hu, pre.lungs, pre.meta, patient, folder, loaded)
+            output.result.document.timings_s.update(
+                {f"preprocess_{k}": round(v, 3) for k, v in pre.timings_s.items()})
+            progress.update(task, advance=1, description=steps[4])
+            files = dict(output.files)
+            files["findings.json"] = (output.result.document.model_dump_json(
+                by_alias=True, indent=2).encode(), "application/json")
+            for name, (data, _) in files.items():
+                target = args.out / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            progress.update(task, advance=1, description="done")
+    except LungcadError as exc:
+        console.print(f"[red]lungcad analyze: {exc.code}: {exc.message}[/red]")
+        return 1
+    _summary(console, json.loads(files["findings.json"][0]), args.out,
+             time.perf_counter() - started)
+    return 0
+
+
+def _summary(console: Any, doc: dict[str, Any], out: Path, seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(doc['findings'])} finding(s)  -  {out}")
+    for column in ("id", "diameter mm", "type", "location", "malignancy", "Brock",
+                   "Lung-RADS"):
+        table.add_column(column)
+    for f in doc["findings"]:
+        loc = f["location"]
+        table.add_row(f["id"], f"{f['diameter_mm']:.1f}", f["type"],
+                      f"{loc['side']} {loc['zone']}", f"{f['malignancy_probability']:.2f}",
+                      f"{f['brock_probability']:.3f}", f["lung_rads"]["category"])
+    console.print(table)
+    case = doc["case"]
+    console.print(f"case: Lung-RADS {case['lung_rads']['category']}, cancer probability "
+                  f"{case['cancer_probability']:.2f}, {case['class']}  ({seconds:.1f} s)")
+    console.print("[bold]Research use, not for clinical diagnosis.[/bold]")
+    sys.stdout.flush()

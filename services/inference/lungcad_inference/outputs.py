@@ -1,0 +1,78 @@
+"""Render a job's result files: findings JSON, key images, overview, DICOM SR and SEG.
+
+Returns ``{name: (bytes, content_type)}``; the task stores them, ``lungcad analyze`` writes them
+to a folder. SR and SEG need the original DICOM series (``source_folder``); volumes uploaded as
+NIfTI, MetaImage or NRRD get the JSON and images only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from lungcad.imaging import Geometry
+from lungcad.imaging.slices import SliceTable
+
+from lungcad_inference.analysis import AnalysisResult
+from lungcad_inference.reports import keyimages
+from lungcad_inference.reports.dicom_seg import nodule_segmentation
+from lungcad_inference.reports.dicom_sr import SrFinding, measurement_report
+from lungcad_inference.reports.source import labels_on_slices, load_series_headers
+
+log = logging.getLogger(__name__)
+PNG, JSON, DICOM = "image/png", "application/json", "application/dicom"
+
+
+def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable,
+                  source_folder: Path) -> dict[str, tuple[bytes, str]]:
+    headers = load_series_headers(source_folder, slices)
+    model = result.document.model
+    out: dict[str, tuple[bytes, str]] = {}
+    items = []
+    for finding, hit in zip(result.document.findings, result.hits, strict=True):
+        if hit is not None:
+            items.append(SrFinding(finding, headers[hit.index], hit.row, hit.column))
+    evidence = [headers[h.index] for h in result.hits if h is not None] or headers[:1]
+    unique = {ds.SOPInstanceUID: ds for ds in evidence}
+    sr = measurement_report(items, list(unique.values()), model.name, model.version)
+    out["sr.dcm"] = (_dicom_bytes(sr), DICOM)
+    if result.document.findings:
+        rows, cols = int(headers[0].Rows), int(headers[0].Columns)
+        ids = range(1, len(result.document.findings) + 1)
+        masks = labels_on_slices(result.labels, geometry, slices, rows, cols, ids)
+        if masks.any():
+            seg = nodule_segmentation(headers, masks, [f.id for f in result.document.findings],
+                                      model.name, model.version)
+            out["seg.dcm"] = (_dicom_bytes(seg), DICOM)
+    return out
+
+
+def render_outputs(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: dict[str, Any],
+                   result: AnalysisResult, source_folder: Path | None
+                   ) -> dict[str, tuple[bytes, str]]:
+    out: dict[str, tuple[bytes, str]] = {}
+    document = result.document
+    for k, finding in enumerate(document.findings):
+        mask = result.labels == k + 1
+        centre = result.measurements[k].center_zyx
+        for plane, png in keyimages.finding_images(hu, mask, centre, finding.id).items():
+            out[f"keyimages/{finding.id}_{plane}.png"] = (png, PNG)
+    out["overview.png"] = (keyimages.overview_image(
+        hu, lungs, [(f.id, m.center_zyx, f.diameter_mm)
+                    for f, m in zip(document.findings, result.measurements, strict=True)]), PNG)
+    source = meta.get("source", {})
+    if source_folder is not None and source.get("slices"):
+        out.update(dicom_reports(result, geometry, SliceTable.from_dict(source["slices"]),
+                                 source_folder))
+    out["findings.json"] = (document.model_dump_json(by_alias=True, indent=2).encode(), JSON)
+    return out

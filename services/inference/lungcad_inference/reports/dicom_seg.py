@@ -1,0 +1,41 @@
+"""DICOM Segmentation of the nodules (one binary segment per finding), written with highdicom,
+on the frames of the analysed series."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from lungcad import __version__
+from pydicom.sr.codedict import codes
+
+MANUFACTURER = "LungCAD"
+
+
+def algorithm(model_name: str, model_version: str) -> hd.AlgorithmIdentificationSequence:
+    return hd.AlgorithmIdentificationSequence(name=model_name, version=model_version,
+                                              family=codes.DCM.ArtificialIntelligence)
+
+
+def nodule_segmentation(source_images: list[pydicom.Dataset], masks: np.ndarray,
+                        finding_ids: list[str], model_name: str, model_version: str
+                        ) -> pydicom.Dataset:
+    """``masks``: ``(n_slices, rows, cols, n_findings)`` booleans on ``source_images``."""
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=f"{fid} nodule",
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Nodule,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm(model_name, model_version),
+            tracking_uid=hd.UID(), tracking_id=fid)
+        for i, fid in enumerate(finding_ids)]
+    return hd.seg.Segmentation(
+        source_images=source_images, pixel_array=masks.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=901,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        manufacturer_model_name=model_name, software_versions=__version__,
+        device_serial_number="0", content_label="NODULES",
+        content_description="LungCAD nodules. Research use, not for clinical diagnosis.",
+        omit_empty_frames=True)
