@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services lint bench clean
+.PHONY: install demo test services browser lint bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ demo: install
 services:
 	bash scripts/ensure-services.sh
 
-test: install services
+browser:
+	bash scripts/ensure-chromium.sh
+
+test: install services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

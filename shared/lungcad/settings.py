@@ -97,7 +97,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = 3600.0
     webhook_poll_interval_s: float = 1.0
 
-    # API.
+    # API and dashboard.
+    session_ttl_s: int = 8 * 3600
+    frontend_dir: Path | None = None  # default: services/frontend beside the package, if present
     page_size_default: int = 50
     page_size_max: int = 200
     cors_origins: list[str] = Field(default_factory=list)

@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from lungcad import __version__
 from lungcad.settings import Settings, get_settings
 
-from lungcad_gateway import problems
+from lungcad_gateway import problems, static
 from lungcad_gateway.metrics import Metrics, MetricsMiddleware
 from lungcad_gateway.relay import Relay
-from lungcad_gateway.routes import health, jobs
+from lungcad_gateway.routes import feedback, health, jobs, session, viewer
 from lungcad_gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,5 +50,9 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(session.router)
+    app.include_router(viewer.router)
+    app.include_router(feedback.router)
+    static.install(app, settings)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -13,6 +13,7 @@ from lungcad.storage import ObjectStore
 from sqlalchemy.orm import Session
 
 from lungcad_gateway.auth import tenant_for_key
+from lungcad_gateway.routes.session import tenant_from_cookie
 from lungcad_gateway.runtime import Runtime
 
 
@@ -54,6 +55,10 @@ def api_key_from(request: Request) -> str | None:
 def current_tenant(request: Request, session: SessionDep) -> Tenant:
     key = api_key_from(request)
     if not key:
+        session_tenant = tenant_from_cookie(request, session)
+        if session_tenant is not None:
+            request.state.tenant_id = session_tenant.id
+            return session_tenant
         raise Unauthorized("Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key'.",
                            code="missing_api_key")
     tenant = tenant_for_key(session, key)

@@ -1,0 +1,241 @@
+// @ts-check
+/** The case view: the slice viewer, the findings table, feedback, key images and downloads. */
+import { ApiError, request } from "./api.js";
+import { dicomDate, fmt, h, pct, progressBar, replace, size } from "./dom.js";
+import { PRESETS, SliceViewer } from "./viewer.js";
+import { fetchArray } from "./volume.js";
+
+/** @type {SliceViewer | null} */
+let current = null;
+
+export function leaveCase() {
+  current?.destroy();
+  current = null;
+}
+
+/** @param {HTMLElement} root @param {string} jobId */
+export async function showCase(root, jobId) {
+  leaveCase();
+  const t0 = performance.now();
+  const status = progressBar("Loading the images");
+  replace(root, h("section", { class: "case-loading" }, h("h1", { text: "Opening case…" }), status.el));
+  /** @type {any} */
+  let info;
+  try {
+    info = await request(`/v1/jobs/${encodeURIComponent(jobId)}/viewer`);
+  } catch (error) {
+    const e = /** @type {ApiError} */ (error);
+    replace(root, h("section", { class: "error-panel", role: "alert" },
+      h("h1", { text: "This case cannot be shown" }), h("p", { text: e.message }),
+      h("p", {}, h("a", { href: "#/worklist", text: "Back to the worklist" }))));
+    return;
+  }
+  const fractions = [0, 0];
+  const show = () => status.set(((fractions[0] * 3 + fractions[1]) / 4) * 100, "Loading the images…");
+  const [volume, mask] = await Promise.all([
+    fetchArray(info.volume.url, (f) => { fractions[0] = f; show(); }),
+    info.mask ? fetchArray(info.mask.url, (f) => { fractions[1] = f; show(); }) : Promise.resolve(null),
+  ]);
+  const layout = buildLayout(root, info);
+  const viewer = new SliceViewer(layout.viewport, {
+    volume: /** @type {Int16Array} */ (volume.data), shape: volume.shape,
+    mask: mask ? /** @type {Uint8Array} */ (mask.data) : null,
+    onPick: (zyx) => addMissed(info, zyx, layout),
+  });
+  current = viewer;
+  layout.bind(viewer);
+  const feedback = await loadFeedback(info, layout);
+  layout.refreshMarkers(feedback);
+  const first = info.findings[0];
+  if (first) viewer.jumpTo(first.index_zyx, first.finding.id);
+  requestAnimationFrame(() => {
+    const perf = /** @type {any} */ (window).__lungcadPerf;
+    perf.openMs = performance.now() - t0;
+    root.dataset.ready = "true";
+  });
+}
+
+/** @param {HTMLElement} root @param {any} info */
+function buildLayout(root, info) {
+  const job = info.job;
+  const viewport = h("div", { class: "viewport", "aria-label": "Slice viewer" });
+  const presetButtons = Object.entries(PRESETS).map(([name, p]) =>
+    h("button", { type: "button", class: "preset", dataset: { preset: name }, "aria-pressed": name === "lung" ? "true" : "false", text: p.label }));
+  const toolButtons = [["window", "Window/level"], ["pan", "Pan"], ["add", "Add missed nodule"]].map(([tool, label]) =>
+    h("button", { type: "button", class: "tool", dataset: { tool }, "aria-pressed": tool === "window" ? "true" : "false", text: label }));
+  /** @param {string} name @param {string} label */
+  const toggle = (name, label) => h("label", { class: "toggle" },
+    h("input", { type: "checkbox", checked: true, dataset: { overlay: name }, "aria-label": label }), label);
+  const zoomIn = h("button", { type: "button", "aria-label": "Zoom in", text: "+" });
+  const zoomOut = h("button", { type: "button", "aria-label": "Zoom out", text: "−" });
+  const reset = h("button", { type: "button", text: "Reset view" });
+  const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
+    h("span", { class: "group", role: "group", "aria-label": "Window presets" }, presetButtons),
+    h("span", { class: "group", role: "group", "aria-label": "Mouse tool" }, toolButtons),
+    h("span", { class: "group" }, zoomOut, zoomIn, reset),
+    h("span", { class: "group", role: "group", "aria-label": "Overlays" },
+      toggle("nodules", "Nodule outlines"), toggle("mask", "Lung mask"), toggle("crosshair", "Crosshair")));
+  const findingsBody = h("tbody");
+  const trail = h("ol", { class: "trail", "aria-live": "polite" });
+  const keyImages = h("div", { class: "key-images" });
+  const message = h("p", { class: "message", role: "status" });
+  const summary = info.case
+    ? h("p", { class: "case-summary" }, "Case: Lung-RADS ", h("strong", { text: info.case.lung_rads.category }),
+      ` · ${info.case.class} · cancer probability ${pct(info.case.cancer_probability)}`,
+      info.model ? h("span", { class: "muted", text: ` · model ${info.model.name} ${info.model.version}` }) : null)
+    : h("p", { class: "muted", text: job.state === "succeeded" ? "No findings document." : `Findings are not ready (job ${job.state}).` });
+  const downloads = h("ul", { class: "downloads" }, info.downloads.length
+    ? info.downloads.map((/** @type {any} */ d) => h("li", {}, h("a", { href: d.url, download: d.name, text: d.name }), ` (${size(d.size)})`))
+    : h("li", { class: "muted", text: "No report files yet." }));
+
+  replace(root, h("section", { class: "case" },
+    h("div", { class: "case-head" },
+      h("h1", {}, "Patient ", h("span", { class: "patient-id", text: job.patient_id || "—" })),
+      h("p", { class: "muted" }, `Study ${dicomDate(job.study_date)} · `, h("span", { class: "series", text: job.series_description || "—" }),
+        ` · ${info.geometry.shape_zyx.join(" × ")} voxels, ${info.geometry.spacing_zyx_mm[0]} mm`),
+      h("p", { class: "notice-inline", role: "note", text: "Research use, not for clinical diagnosis. Every finding must be checked by a radiologist." })),
+    toolbar,
+    h("div", { class: "case-body" },
+      viewport,
+      h("aside", { class: "side" },
+        summary,
+        h("h2", { text: "Findings" }),
+        h("table", { class: "findings" },
+          h("caption", { class: "sr-only", text: "Findings; select a row to show the nodule" }),
+          h("thead", {}, h("tr", {}, ["ID", "Diam. mm", "Vol. mm³", "Type", "Location", "Malig.", "Brock", "Lung-RADS", "Review"]
+            .map((t) => h("th", { scope: "col", text: t })))),
+          findingsBody),
+        message,
+        h("h2", { text: "Key images" }), keyImages,
+        h("h2", { text: "Downloads" }), downloads,
+        h("h2", { text: "Review trail" }), trail))));
+
+  /** @type {SliceViewer | null} */
+  let viewer = null;
+  /** @type {Record<string, string>} */
+  let verdicts = {};
+  /** @type {any[]} */
+  let added = [];
+
+  const rows = info.findings.map((/** @type {any} */ vf) => {
+    const f = vf.finding;
+    const accept = h("button", { type: "button", class: "accept", "aria-label": `Accept finding ${f.id}`, title: "Accept", text: "✓" });
+    const reject = h("button", { type: "button", class: "reject", "aria-label": `Reject finding ${f.id}`, title: "Reject", text: "✗" });
+    const row = h("tr", { tabindex: 0, dataset: { finding: f.id }, "aria-label": `Finding ${f.id}: show it` },
+      h("th", { scope: "row", text: f.id }),
+      h("td", { text: fmt(f.diameter_mm) }), h("td", { text: fmt(f.volume_mm3, 0) }), h("td", { text: f.type }),
+      h("td", { text: `${f.location.side} ${f.location.zone}${f.location.juxtapleural ? ", juxtapleural" : ""}` }),
+      h("td", { text: pct(f.malignancy_probability) }), h("td", { text: pct(f.brock_probability) }),
+      h("td", { text: f.lung_rads.category, title: f.lung_rads.rule }),
+      h("td", { class: "review" }, accept, reject));
+    const go = () => select(f.id);
+    row.addEventListener("click", (e) => { if (!(/** @type {HTMLElement} */ (e.target)).closest("button")) go(); });
+    row.addEventListener("keydown", (e) => { if ((e.key === "Enter" || e.key === " ") && e.target === row) { e.preventDefault(); go(); } });
+    accept.addEventListener("click", () => sendVerdict(f.id, "accept"));
+    reject.addEventListener("click", () => sendVerdict(f.id, "reject"));
+    findingsBody.append(row);
+    for (const url of vf.key_images) {
+      keyImages.append(h("figure", {}, h("img", { src: url, alt: `Key image of finding ${f.id}`, loading: "lazy" }),
+        h("figcaption", { text: `${f.id}: ${fmt(f.diameter_mm)} mm ${f.type}` })));
+    }
+    return row;
+  });
+  if (!rows.length) findingsBody.append(h("tr", {}, h("td", { colspan: 9, class: "muted", text: "No findings." })));
+  if (!keyImages.childElementCount) keyImages.append(h("p", { class: "muted", text: "No key images." }));
+
+  /** @param {string} id */
+  function select(id) {
+    const vf = info.findings.find((/** @type {any} */ x) => x.finding.id === id);
+    if (!vf || !viewer) return;
+    viewer.jumpTo(vf.index_zyx, id);
+    for (const r of rows) r.classList.toggle("selected", r.dataset.finding === id);
+    rows.find((r) => r.dataset.finding === id)?.setAttribute("aria-current", "true");
+  }
+
+  /** @param {string} id @param {"accept" | "reject"} action */
+  async function sendVerdict(id, action) {
+    try {
+      await request(`/v1/jobs/${encodeURIComponent(job.id)}/feedback`, { method: "POST", json: { action, finding_id: id } });
+      message.textContent = `Finding ${id} ${action === "accept" ? "accepted" : "rejected"}.`;
+      refreshMarkers(await loadFeedback(info, api));
+    } catch (error) {
+      message.textContent = `Could not save: ${/** @type {Error} */ (error).message}`;
+    }
+  }
+
+  /** @param {{verdicts: Record<string, string>, data: any[]}} fb */
+  function refreshMarkers(fb) {
+    verdicts = fb.verdicts;
+    added = fb.data.filter((d) => d.action === "add" && d.index_zyx);
+    for (const r of rows) {
+      const v = verdicts[r.dataset.finding || ""];
+      r.dataset.verdict = v || "";
+      r.querySelector(".accept")?.setAttribute("aria-pressed", v === "accept" ? "true" : "false");
+      r.querySelector(".reject")?.setAttribute("aria-pressed", v === "reject" ? "true" : "false");
+    }
+    replace(trail, fb.data.length ? fb.data.map((d) => h("li", {},
+      h("time", { datetime: d.created_at, text: new Date(d.created_at).toLocaleString() }), " ",
+      h("strong", { text: d.actor }), ` ${d.action} ${d.finding_id || ""}`,
+      d.center_voxel ? ` at column ${d.center_voxel[0]}, row ${d.center_voxel[1]}, slice ${d.center_voxel[2] + 1}` : "")) :
+      h("li", { class: "muted", text: "No review yet." }));
+    viewer?.setMarkers([
+      ...info.findings.map((/** @type {any} */ vf) => ({ id: vf.finding.id, index_zyx: vf.index_zyx, radius_vox: vf.radius_vox, verdict: verdicts[vf.finding.id] })),
+      ...added.map((d) => ({ id: d.finding_id, index_zyx: d.index_zyx, radius_vox: [3, 3, 3], kind: /** @type {const} */ ("added") })),
+    ]);
+  }
+
+  const api = {
+    viewport, message, trail,
+    refreshMarkers,
+    /** @param {SliceViewer} v */
+    bind(v) {
+      viewer = v;
+      for (const b of presetButtons) {
+        b.addEventListener("click", () => {
+          v.setPreset(/** @type {any} */ (b.dataset.preset));
+          for (const o of presetButtons) o.setAttribute("aria-pressed", String(o === b));
+        });
+      }
+      for (const b of toolButtons) {
+        b.addEventListener("click", () => {
+          v.setTool(/** @type {any} */ (b.dataset.tool));
+          for (const o of toolButtons) o.setAttribute("aria-pressed", String(o === b));
+          message.textContent = b.dataset.tool === "add" ? "Click the missed nodule's centre on any plane." : "";
+        });
+      }
+      for (const input of toolbar.querySelectorAll("input[data-overlay]")) {
+        const box = /** @type {HTMLInputElement} */ (input);
+        box.addEventListener("change", () => v.setOverlay(/** @type {any} */ (box.dataset.overlay), box.checked));
+      }
+      zoomIn.addEventListener("click", () => v.zoomBy(1.25));
+      zoomOut.addEventListener("click", () => v.zoomBy(0.8));
+      reset.addEventListener("click", () => {
+        v.resetView();
+        for (const o of presetButtons) o.setAttribute("aria-pressed", String(o.dataset.preset === "lung"));
+      });
+    },
+  };
+  return api;
+}
+
+/** @param {any} info @param {{message: HTMLElement}} layout */
+async function loadFeedback(info, layout) {
+  try {
+    return await request(`/v1/jobs/${encodeURIComponent(info.job.id)}/feedback`);
+  } catch (error) {
+    layout.message.textContent = `Could not load the review trail: ${/** @type {Error} */ (error).message}`;
+    return { data: [], verdicts: {} };
+  }
+}
+
+/** @param {any} info @param {number[]} zyx @param {any} layout */
+async function addMissed(info, zyx, layout) {
+  try {
+    const entry = await request(`/v1/jobs/${encodeURIComponent(info.job.id)}/feedback`,
+      { method: "POST", json: { action: "add", index_zyx: zyx } });
+    layout.message.textContent = `Missed nodule ${entry.finding_id} recorded.`;
+    layout.refreshMarkers(await loadFeedback(info, layout));
+  } catch (error) {
+    layout.message.textContent = `Could not save: ${/** @type {Error} */ (error).message}`;
+  }
+}

@@ -1,0 +1,427 @@
+// @ts-check
+/**
+ * A three-plane slice viewer for an int16 HU volume `(z, y, x)` on an isotropic LPS grid
+ * (x: patient right -> left, y: anterior -> posterior, z: inferior -> superior).
+ *
+ * Axial shows rows y and columns x (radiological convention: patient right on the left);
+ * coronal rows z (superior up) and columns x; sagittal rows z and columns y (anterior left).
+ * Slices are cut client-side from the whole volume; a frame recomputes only the panes whose
+ * slice changed, through a 64k-entry HU -> grey lookup table, and paints at most once per
+ * animation frame.
+ */
+
+export const PRESETS = {
+  lung: { width: 1500, level: -600, label: "Lung" },
+  mediastinum: { width: 350, level: 50, label: "Mediastinum" },
+};
+
+const PLANES = /** @type {const} */ (["axial", "coronal", "sagittal"]);
+/** @typedef {typeof PLANES[number]} Plane */
+/** @typedef {{z: number, y: number, x: number}} Pos */
+/**
+ * @typedef {{id: string, index_zyx: number[], radius_vox: number[], label?: string,
+ *   kind?: "finding" | "added", verdict?: string}} Marker
+ */
+
+const LUNG_TINT = [
+  [0, 0, 0, 0],
+  [64, 160, 255, 0.28], // 1 right lung
+  [255, 150, 60, 0.28], // 2 left lung
+];
+
+/** Per-frame timings, read by the benchmark (bench/bench_viewer.py). */
+const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
+
+export class SliceViewer {
+  /**
+   * @param {HTMLElement} host
+   * @param {{volume: Int16Array, shape: number[], mask?: Uint8Array | null,
+   *   onChange?: (v: SliceViewer) => void, onPick?: (index: number[]) => void}} options
+   */
+  constructor(host, options) {
+    this.host = host;
+    this.volume = options.volume;
+    this.mask = options.mask || null;
+    const [nz, ny, nx] = options.shape;
+    this.shape = { nz, ny, nx };
+    this.onChange = options.onChange || (() => {});
+    this.onPick = options.onPick || (() => {});
+    /** @type {Pos} */
+    this.pos = { z: Math.floor(nz / 2), y: Math.floor(ny / 2), x: Math.floor(nx / 2) };
+    this.window = { ...PRESETS.lung };
+    this.overlays = { mask: true, nodules: true, crosshair: true };
+    /** @type {"window" | "pan" | "add"} */
+    this.tool = "window";
+    /** @type {Marker[]} */
+    this.markers = [];
+    /** @type {string | null} */
+    this.selected = null;
+    this.grey = new Uint8Array(65536);
+    this.tints = LUNG_TINT.map(([r, g, b, a]) => {
+      const table = new Uint32Array(256);
+      for (let v = 0; v < 256; v++) {
+        const mix = (/** @type {number} */ c) => Math.round(v * (1 - a) + c * a);
+        table[v] = a ? (255 << 24) | (mix(b) << 16) | (mix(g) << 8) | mix(r) : (255 << 24) | (v << 16) | (v << 8) | v;
+      }
+      return table;
+    });
+    this.updateLut();
+    this.panes = PLANES.map((plane) => this.makePane(plane));
+    this.frame = 0;
+    this.resizer = new ResizeObserver(() => this.invalidate(true));
+    for (const p of this.panes) this.resizer.observe(p.canvas);
+    this.invalidate(true);
+  }
+
+  /** @param {Plane} plane */
+  makePane(plane) {
+    const { nz, ny, nx } = this.shape;
+    const [w, h] = plane === "axial" ? [nx, ny] : plane === "coronal" ? [nx, nz] : [ny, nz];
+    const names = { axial: "Axial", coronal: "Coronal", sagittal: "Sagittal" };
+    const canvas = document.createElement("canvas");
+    canvas.tabIndex = 0;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `${names[plane]} slice. Mouse wheel or arrow keys: change slice; ` +
+      "drag: window/level or pan; + and -: zoom; 0: reset; L and M: lung and mediastinum window.");
+    const label = document.createElement("div");
+    label.className = "pane-label";
+    const el = document.createElement("div");
+    el.className = `pane pane-${plane}`;
+    el.dataset.plane = plane;
+    el.append(canvas, label);
+    this.host.append(el);
+    const off = document.createElement("canvas");
+    off.width = w;
+    off.height = h;
+    const offCtx = /** @type {CanvasRenderingContext2D} */ (off.getContext("2d"));
+    const image = offCtx.createImageData(w, h);
+    const pane = { plane, name: names[plane], el, canvas, label, off, offCtx, image, pixels: new Uint32Array(image.data.buffer),
+      w, h, zoom: 1, panX: 0, panY: 0, stale: true, dirty: true };
+    this.bindEvents(pane);
+    return pane;
+  }
+
+  // -- state ----------------------------------------------------------------------------------
+  updateLut() {
+    const lo = this.window.level - this.window.width / 2;
+    const scale = 255 / Math.max(1, this.window.width);
+    for (let i = 0; i < 65536; i++) {
+      const hu = i - 32768;
+      const v = (hu - lo) * scale;
+      this.grey[i] = v <= 0 ? 0 : v >= 255 ? 255 : v;
+    }
+  }
+
+  /** @param {keyof typeof PRESETS} name */
+  setPreset(name) {
+    this.window = { ...PRESETS[name] };
+    this.updateLut();
+    this.invalidate(true);
+  }
+
+  /** @param {number} width @param {number} level */
+  setWindow(width, level) {
+    this.window = { width: Math.max(1, Math.round(width)), level: Math.round(level), label: "Custom" };
+    this.updateLut();
+    this.invalidate(true);
+  }
+
+  /** @param {"mask" | "nodules" | "crosshair"} name @param {boolean} on */
+  setOverlay(name, on) {
+    this.overlays[name] = on;
+    this.invalidate(name === "mask");
+  }
+
+  /** @param {"window" | "pan" | "add"} tool */
+  setTool(tool) {
+    this.tool = tool;
+    for (const p of this.panes) p.el.classList.toggle("adding", tool === "add");
+  }
+
+  /** @param {Marker[]} markers */
+  setMarkers(markers) {
+    this.markers = markers;
+    this.invalidate(false);
+  }
+
+  /** @param {Partial<Pos>} pos */
+  setPosition(pos) {
+    const { nz, ny, nx } = this.shape;
+    const clamp = (/** @type {number} */ v, /** @type {number} */ n) => Math.max(0, Math.min(n - 1, Math.round(v)));
+    const next = { z: clamp(pos.z ?? this.pos.z, nz), y: clamp(pos.y ?? this.pos.y, ny), x: clamp(pos.x ?? this.pos.x, nx) };
+    const changed = { axial: next.z !== this.pos.z, coronal: next.y !== this.pos.y, sagittal: next.x !== this.pos.x };
+    this.pos = next;
+    for (const p of this.panes) {
+      if (changed[p.plane]) p.stale = true;
+      p.dirty = true;
+    }
+    this.schedule();
+  }
+
+  /** Centre every plane on a point of the grid and select a marker. @param {number[]} zyx @param {string | null} [id] */
+  jumpTo(zyx, id = null) {
+    this.selected = id;
+    this.setPosition({ z: zyx[0], y: zyx[1], x: zyx[2] });
+    for (const p of this.panes) p.panX = p.panY = 0;
+  }
+
+  /** @param {Plane} plane @param {number} step */
+  scroll(plane, step) {
+    const axis = plane === "axial" ? "z" : plane === "coronal" ? "y" : "x";
+    // Screen-down is inferior on axial and posterior/left on the others: move the index so that
+    // the wheel "down" walks caudally through axial slices.
+    const sign = plane === "axial" ? -1 : 1;
+    this.setPosition({ [axis]: this.pos[axis] + sign * step });
+  }
+
+  /** @param {number} factor @param {Plane} [plane] */
+  zoomBy(factor, plane) {
+    for (const p of this.panes) {
+      if (plane && p.plane !== plane) continue;
+      p.zoom = Math.max(0.5, Math.min(16, p.zoom * factor));
+      p.dirty = true;
+    }
+    this.schedule();
+  }
+
+  resetView() {
+    for (const p of this.panes) {
+      p.zoom = 1;
+      p.panX = p.panY = 0;
+    }
+    this.window = { ...PRESETS.lung };
+    this.updateLut();
+    this.invalidate(true);
+  }
+
+  /** @param {boolean} pixels recompute slice pixels too */
+  invalidate(pixels) {
+    for (const p of this.panes) {
+      p.dirty = true;
+      if (pixels) p.stale = true;
+    }
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
+  }
+
+  destroy() {
+    cancelAnimationFrame(this.frame);
+    this.resizer.disconnect();
+    this.host.replaceChildren();
+  }
+
+  /** 1-based slice number and count of a pane. @param {Plane} plane */
+  sliceOf(plane) {
+    const { nz, ny, nx } = this.shape;
+    if (plane === "axial") return [nz - this.pos.z, nz]; // cranial first, as PACS number them
+    if (plane === "coronal") return [this.pos.y + 1, ny];
+    return [this.pos.x + 1, nx];
+  }
+
+  // -- geometry -------------------------------------------------------------------------------
+  /** Voxel (z, y, x) of pane pixel (c, r). @param {any} p @param {number} c @param {number} r */
+  voxelAt(p, c, r) {
+    const { nz } = this.shape;
+    if (p.plane === "axial") return [this.pos.z, r, c];
+    if (p.plane === "coronal") return [nz - 1 - r, this.pos.y, c];
+    return [nz - 1 - r, c, this.pos.x];
+  }
+
+  /** Pane pixel (c, r) and depth along the slice axis of a voxel. @param {any} p @param {number[]} zyx */
+  pixelOf(p, zyx) {
+    const { nz } = this.shape;
+    const [z, y, x] = zyx;
+    if (p.plane === "axial") return { c: x, r: y, depth: z - this.pos.z };
+    if (p.plane === "coronal") return { c: x, r: nz - 1 - z, depth: y - this.pos.y };
+    return { c: y, r: nz - 1 - z, depth: x - this.pos.x };
+  }
+
+  /** Canvas-pixel transform of a pane. @param {any} p */
+  transform(p) {
+    const cw = p.canvas.width;
+    const ch = p.canvas.height;
+    const s = Math.min(cw / p.w, ch / p.h) * p.zoom;
+    return { s, ox: (cw - p.w * s) / 2 + p.panX * devicePixelRatio, oy: (ch - p.h * s) / 2 + p.panY * devicePixelRatio };
+  }
+
+  // -- rendering ------------------------------------------------------------------------------
+  render() {
+    this.frame = 0;
+    const t0 = performance.now();
+    for (const p of this.panes) {
+      if (!p.dirty) continue;
+      if (p.stale) this.fill(p);
+      this.paint(p);
+      p.dirty = false;
+    }
+    const ms = performance.now() - t0;
+    perf.renders.push(ms);
+    if (perf.renders.length > 2000) perf.renders.splice(0, 1000);
+    perf.lastRenderAt = performance.now();
+    this.onChange(this);
+  }
+
+  /** Cut the pane's slice into its ImageData. @param {any} p */
+  fill(p) {
+    const { nz, ny, nx } = this.shape;
+    const vol = this.volume;
+    const mask = this.overlays.mask ? this.mask : null;
+    const out = p.pixels;
+    const grey = this.grey;
+    const tints = this.tints;
+    const plain = tints[0];
+    const sliceStride = ny * nx;
+    let i = 0;
+    if (p.plane === "axial") {
+      const base = this.pos.z * sliceStride;
+      for (let k = 0; k < sliceStride; k++) {
+        const g = grey[vol[base + k] + 32768];
+        out[i++] = mask && mask[base + k] ? tints[mask[base + k]][g] : plain[g];
+      }
+    } else if (p.plane === "coronal") {
+      const yOff = this.pos.y * nx;
+      for (let r = 0; r < nz; r++) {
+        const base = (nz - 1 - r) * sliceStride + yOff;
+        for (let x = 0; x < nx; x++) {
+          const k = base + x;
+          const g = grey[vol[k] + 32768];
+          out[i++] = mask && mask[k] ? tints[mask[k]][g] : plain[g];
+        }
+      }
+    } else {
+      const xOff = this.pos.x;
+      for (let r = 0; r < nz; r++) {
+        const base = (nz - 1 - r) * sliceStride + xOff;
+        for (let y = 0; y < ny; y++) {
+          const k = base + y * nx;
+          const g = grey[vol[k] + 32768];
+          out[i++] = mask && mask[k] ? tints[mask[k]][g] : plain[g];
+        }
+      }
+    }
+    p.offCtx.putImageData(p.image, 0, 0);
+    p.stale = false;
+  }
+
+  /** Blit the slice with zoom/pan and draw the overlays. @param {any} p */
+  paint(p) {
+    const canvas = p.canvas;
+    const dpr = devicePixelRatio || 1;
+    const cw = Math.max(1, Math.round(canvas.clientWidth * dpr));
+    const ch = Math.max(1, Math.round(canvas.clientHeight * dpr));
+    if (canvas.width !== cw || canvas.height !== ch) {
+      canvas.width = cw;
+      canvas.height = ch;
+    }
+    const ctx = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, cw, ch);
+    const { s, ox, oy } = this.transform(p);
+    ctx.imageSmoothingEnabled = s < 3;
+    ctx.drawImage(p.off, ox, oy, p.w * s, p.h * s);
+    const X = (/** @type {number} */ c) => ox + (c + 0.5) * s;
+    const Y = (/** @type {number} */ r) => oy + (r + 0.5) * s;
+    if (this.overlays.crosshair) {
+      const here = this.pixelOf(p, [this.pos.z, this.pos.y, this.pos.x]);
+      ctx.strokeStyle = "rgba(120, 220, 120, 0.45)";
+      ctx.lineWidth = dpr;
+      ctx.beginPath();
+      ctx.moveTo(X(here.c), oy);
+      ctx.lineTo(X(here.c), oy + p.h * s);
+      ctx.moveTo(ox, Y(here.r));
+      ctx.lineTo(ox + p.w * s, Y(here.r));
+      ctx.stroke();
+    }
+    if (this.overlays.nodules) {
+      ctx.font = `${12 * dpr}px system-ui, sans-serif`;
+      for (const m of this.markers) {
+        const at = this.pixelOf(p, m.index_zyx);
+        const axisRadius = m.radius_vox[p.plane === "axial" ? 0 : p.plane === "coronal" ? 1 : 2];
+        if (Math.abs(at.depth) > axisRadius + 0.5) continue;
+        const inPlane = Math.sqrt(Math.max(0, axisRadius ** 2 - at.depth ** 2)) || 1;
+        const rPix = Math.max(4 * dpr, inPlane * s);
+        const selected = m.id === this.selected;
+        ctx.lineWidth = (selected ? 2.5 : 1.5) * dpr;
+        ctx.strokeStyle = m.kind === "added" ? "#ffd400" : m.verdict === "reject" ? "#888" : selected ? "#ff3b3b" : "#ff8c1a";
+        ctx.beginPath();
+        if (m.kind === "added") {
+          ctx.rect(X(at.c) - rPix, Y(at.r) - rPix, 2 * rPix, 2 * rPix);
+        } else {
+          ctx.arc(X(at.c), Y(at.r), rPix, 0, 2 * Math.PI);
+        }
+        ctx.stroke();
+        ctx.fillStyle = ctx.strokeStyle;
+        ctx.fillText(m.label || m.id, X(at.c) + rPix + 3 * dpr, Y(at.r) - rPix);
+      }
+    }
+    const [n, count] = this.sliceOf(p.plane);
+    p.el.dataset.slice = String(n);
+    p.label.textContent = `${p.name} ${n}/${count}  W ${this.window.width} L ${this.window.level}`;
+  }
+
+  // -- input ----------------------------------------------------------------------------------
+  /** @param {any} p */
+  bindEvents(p) {
+    const canvas = p.canvas;
+    canvas.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      if (e.ctrlKey || e.metaKey) this.zoomBy(e.deltaY < 0 ? 1.15 : 1 / 1.15, p.plane);
+      else this.scroll(p.plane, e.deltaY > 0 ? 1 : -1);
+    }, { passive: false });
+    canvas.addEventListener("keydown", (e) => {
+      const keys = /** @type {Record<string, () => void>} */ ({
+        ArrowDown: () => this.scroll(p.plane, 1), ArrowUp: () => this.scroll(p.plane, -1),
+        PageDown: () => this.scroll(p.plane, 10), PageUp: () => this.scroll(p.plane, -10),
+        Home: () => this.scroll(p.plane, -1e6), End: () => this.scroll(p.plane, 1e6),
+        "+": () => this.zoomBy(1.25, p.plane), "=": () => this.zoomBy(1.25, p.plane),
+        "-": () => this.zoomBy(0.8, p.plane), "0": () => this.resetView(),
+        l: () => this.setPreset("lung"), m: () => this.setPreset("mediastinum"),
+      });
+      const action = keys[e.key];
+      if (action && !e.altKey && !e.ctrlKey) {
+        e.preventDefault();
+        action();
+      }
+    });
+    canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+    let drag = /** @type {null | {x: number, y: number, moved: boolean, button: number, w: number, l: number}} */ (null);
+    canvas.addEventListener("pointerdown", (e) => {
+      canvas.focus();
+      canvas.setPointerCapture(e.pointerId);
+      drag = { x: e.clientX, y: e.clientY, moved: false, button: e.button, w: this.window.width, l: this.window.level };
+    });
+    canvas.addEventListener("pointermove", (e) => {
+      if (!drag) return;
+      const dx = e.clientX - drag.x;
+      const dy = e.clientY - drag.y;
+      if (!drag.moved && Math.hypot(dx, dy) < 3) return;
+      drag.moved = true;
+      const pan = this.tool === "pan" || drag.button === 1 || drag.button === 2 || e.shiftKey;
+      if (pan) {
+        p.panX += e.movementX;
+        p.panY += e.movementY;
+        p.dirty = true;
+        this.schedule();
+      } else if (this.tool === "window") {
+        this.setWindow(drag.w + dx * 4, drag.l + dy * 2);
+      }
+    });
+    canvas.addEventListener("pointerup", (e) => {
+      const click = drag && !drag.moved && drag.button === 0;
+      drag = null;
+      if (!click) return;
+      const rect = canvas.getBoundingClientRect();
+      const { s, ox, oy } = this.transform(p);
+      const c = Math.floor(((e.clientX - rect.left) * devicePixelRatio - ox) / s);
+      const r = Math.floor(((e.clientY - rect.top) * devicePixelRatio - oy) / s);
+      if (c < 0 || r < 0 || c >= p.w || r >= p.h) return;
+      const zyx = this.voxelAt(p, c, r);
+      if (this.tool === "add") this.onPick(zyx);
+      else this.setPosition({ z: zyx[0], y: zyx[1], x: zyx[2] });
+    });
+  }
+}
