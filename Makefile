@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/lungcad demo
+	$(VENV)/bin/lungcad demo $(DEMO_ARGS)
 
 services:
 	bash scripts/ensure-services.sh

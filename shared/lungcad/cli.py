@@ -40,34 +40,53 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-    from lungcad_gateway.app import create_app
-    from lungcad_gateway.migrate import upgrade
+class EmbeddedServer:
+    """The API (uvicorn) plus, in the embedded default, one worker process per queue."""
 
-    settings = get_settings()
-    settings.check_safe()
-    if not args.no_migrate:
-        upgrade(settings)
-    workers: list[subprocess.Popen[bytes]] = []
-    embedded_broker = settings.broker_url.startswith("filesystem")
-    if args.workers or (args.workers is None and embedded_broker):
-        for queue in ("preprocess", "inference"):
-            workers.append(subprocess.Popen(_worker_argv(queue, 1, "solo")))  # noqa: S603
-    app = create_app(settings, run_relay=not args.no_relay)
-    print(f"LungCAD API on http://{args.host}:{args.port}  (research use, not for clinical "
-          "diagnosis)", flush=True)
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                    timeout_graceful_shutdown=10)
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
+    def __init__(self, settings: Settings, host: str, port: int, workers: bool | None,
+                 relay: bool = True, migrate: bool = True) -> None:
+        import uvicorn
+        from lungcad_gateway.app import create_app
+        from lungcad_gateway.migrate import upgrade
+
+        settings.check_safe(bind_host=host)
+        if migrate:
+            upgrade(settings)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        embedded_broker = settings.broker_url.startswith("filesystem")
+        if workers or (workers is None and embedded_broker):
+            for queue in ("preprocess", "inference"):
+                self.workers.append(subprocess.Popen(_worker_argv(queue, 1, "solo")))  # noqa: S603
+        app = create_app(settings, run_relay=relay)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                                    timeout_graceful_shutdown=10))
+
+    def run(self) -> None:
+        try:
+            self.server.run()
+        finally:
+            self.stop_workers()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in self.workers:
             try:
                 worker.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 worker.kill()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = EmbeddedServer(get_settings(), args.host, args.port, args.workers,
+                            relay=not args.no_relay, migrate=not args.no_migrate)
+    print(f"LungCAD on http://{args.host}:{args.port}/  (research use, not for clinical "
+          "diagnosis)", flush=True)
+    server.run()
     return 0
 
 
@@ -126,7 +145,7 @@ def cmd_revoke_key(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lungcad.demo import run_demo
 
-    return run_demo(args.host, args.port)
+    return run_demo(args.host, args.port, once=args.once)
 
 
 PLUGIN_MODULES = ("lungcad_inference.analyze_command", "lungcad_inference.commands")
@@ -185,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the embedded system on a synthetic chest CT")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--once", action="store_true",
+                   help="exit after the demo job ends (0 when it succeeded)")
     p.set_defaults(func=cmd_demo)
 
     _register_plugins(sub)

@@ -34,7 +34,7 @@ def _synthetic_zip() -> bytes | None:
         return buffer.getvalue()
 
 
-def run_demo(host: str, port: int) -> int:
+def run_demo(host: str, port: int, once: bool = False) -> int:
     os.environ.setdefault("LUNGCAD_ENV", "development")
     os.environ.setdefault("LUNGCAD_DATA_DIR", str(Path("var/demo").resolve()))
     from lungcad.settings import get_settings
@@ -49,8 +49,10 @@ def run_demo(host: str, port: int) -> int:
     with redirect_stdout(key_out):
         main(["admin", "create-key", "--tenant", "demo"])
     key = key_out.getvalue().strip().splitlines()[-1]
-    server = threading.Thread(target=main, args=(["serve", "--host", host, "--port", str(port)],),
-                              daemon=True)
+    from lungcad.cli import EmbeddedServer
+
+    embedded = EmbeddedServer(get_settings(), host, port, workers=True, migrate=False)
+    server = threading.Thread(target=embedded.run, daemon=True)
     server.start()
     base = f"http://{host}:{port}"
     headers = {"Authorization": f"Bearer {key}"}
@@ -75,14 +77,21 @@ def run_demo(host: str, port: int) -> int:
                 time.sleep(1)
                 job = client.get(f"/v1/jobs/{job['id']}").json()
                 print(f"  {job['state']:<13} {job['stage']:<20} {job['progress']:>3}%")
-                if job["state"] == "inferring" and job["stage"] == "queued-inference":
-                    break
             if job["state"] == "succeeded":
                 print(client.get(f"/v1/jobs/{job['id']}/result").text)
-    print(f"\nAPI: {base}/docs   API key: {key}\nResearch use, not for clinical diagnosis. "
-          "Press Ctrl-C to stop.")
+            else:
+                print(f"job ended {job['state']}: {job.get('error_code')}: "
+                      f"{job.get('error_message')}")
+            if once:
+                embedded.stop()
+                server.join(timeout=30)
+                return 0 if job["state"] == "succeeded" else 1
+    print(f"\nDashboard: {base}/   API: {base}/docs   API key: {key}\n"
+          "Research use, not for clinical diagnosis. Press Ctrl-C to stop.")
     try:
-        server.join()
+        while server.is_alive():
+            server.join(timeout=1)
     except KeyboardInterrupt:
-        pass
+        embedded.stop()
+        server.join(timeout=30)
     return 0
