@@ -5,8 +5,8 @@
 
 Starts ``lungcad serve --no-workers --no-relay`` as a separate process (embedded configuration,
 serving the dashboard at /), preprocesses the study with the real pipeline (without the shared
-data: a synthetic chest CT of 300 axial slices), stores it as a succeeded job with a FIXTURE
-findings document (tests/frontend/cases.py), then drives headless Chromium (Debian's
+data: a synthetic chest CT of 300 axial slices), stores it as a succeeded job with findings
+analysed at known positions (tests/frontend/cases.py), then drives headless Chromium (Debian's
 ``/usr/bin/chromium``) over loopback:
 
 1. cold open: load ``/#/case/<id>`` in a signed-in tab (page, scripts, case JSON, volume and

@@ -36,8 +36,45 @@ PG_ADMIN_DSN = os.environ.get("LUNGCAD_TEST_PG_DSN", "host=127.0.0.1 port=5432 u
 REDIS_TEST_URL = os.environ.get("LUNGCAD_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
+STUDIES = ("LIDC-IDRI-0001", "LIDC-IDRI-0003", "QIN-LSC-0014", "QIN-LSC-0088")
+
+
 def shared_data_dir() -> Path:
-    return Path(os.environ.get("LUNGCAD_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    return Path(os.environ.get("LUNGCAD_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not (root / "ct").is_dir():
+        pytest.skip(f"shared real data not found at {root} (set LUNGCAD_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_study_dirs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+                    ) -> dict[str, Path]:
+    """Each real study zip extracted once per session into a temporary folder (never the repo)."""
+    import zipfile
+
+    out = {}
+    for name in STUDIES:
+        archive = shared_data / "ct" / f"{name}.zip"
+        if not archive.exists():
+            pytest.skip(f"{archive} is missing")
+        dest = tmp_path_factory.mktemp(name)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(dest)
+        out[name] = dest
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_results(real_study_dirs: dict[str, Path]):  # type: ignore[no-untyped-def]
+    """The preprocessed real studies, computed once per session."""
+    from lungcad_preprocess.pipeline import preprocess_path
+
+    return {name: preprocess_path(folder) for name, folder in real_study_dirs.items()}
 
 
 def free_port() -> int:

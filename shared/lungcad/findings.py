@@ -64,6 +64,9 @@ class Finding(BaseModel):
     sop_instance_uid: str | None = None
     diameter_mm: float = Field(description="Long axis on the axial slice of largest extent")
     short_axis_mm: float
+    mean_diameter_mm: float = Field(description="(long + short) / 2, the Lung-RADS size")
+    equivalent_diameter_mm: float = Field(
+        description="Diameter of the sphere of the same volume (the LUNA16 convention)")
     volume_mm3: float
     mean_hu: float
     type: NoduleType

@@ -2,40 +2,30 @@
 workers would have stored (preprocessing artifacts, a findings document, key images, finding
 rows) and marked succeeded.
 
-The preprocessing is the real pipeline (``lungcad_preprocess.pipeline.preprocess_path``). The
-findings document is a FIXTURE: inference does not exist yet, so :func:`findings_document` writes
-one that follows ``lungcad.findings.FindingsDocument`` at known nodule positions (the synthetic
-phantom's nodules, or the LUNA16 consensus nodules of a real LIDC case); its model name says
-"FIXTURE". Artifact names follow the inference worker's (``findings.json``,
-``keyimages/<finding>_axial.png``).
+The preprocessing is the real pipeline (``lungcad_preprocess.pipeline.preprocess_path``); the
+findings, key images and finding rows come from the inference stage's own analysis and storage
+code, with candidates placed at known nodule positions instead of the detector's (model name
+"reference-positions"), so the dashboard tests do not depend on the network's weights.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lungcad.db.models import Artifact, FindingRow, Job, JobState
+from lungcad.db.models import Artifact, Job, JobState
 from lungcad.db.types import utcnow
-from lungcad.findings import (
-    CaseSummary,
-    Finding,
-    FindingsDocument,
-    Location,
-    LungRads,
-    LungsInfo,
-    Margin,
-    ModelInfo,
-    SeriesInfo,
-)
+from lungcad.findings import ModelInfo
 from lungcad.imaging.geometry import Geometry
-from lungcad.imaging.slices import SliceTable
+from lungcad_inference.analysis import PatientInfo, analyze_volume
+from lungcad_inference.outputs import render_outputs
+from lungcad_inference.runner import InferenceOutput
+from lungcad_inference.tasks import store_results
 from lungcad_preprocess.pipeline import Preprocessed
 from lungcad_preprocess.store import store_preprocessed
-from PIL import Image
 
 from tests.conftest import Gateway
 
@@ -66,85 +56,43 @@ def upload(gateway: Gateway, path: Path) -> dict[str, Any]:
     return response.json()  # type: ignore[no-any-return]
 
 
+@dataclass
+class Placed:
+    """A candidate at a known nodule position (what the detector would report)."""
+
+    centre_zyx: tuple[float, float, float]
+    diameter_mm: float
+    nodule_probability: float = 0.9
+    malignancy_probability: float = 0.5
+
+
 def findings_document(result: Preprocessed, nodules: Sequence[tuple[Sequence[float], float]],
-                      job_id: str) -> FindingsDocument:
-    """A FIXTURE findings document (not model output) with one finding per known nodule."""
+                      job_id: str) -> InferenceOutput:
+    """The inference stage's real analysis and result files for candidates placed at known
+    nodule positions (the synthetic phantom's nodules, or a real LIDC case's LUNA16 nodules):
+    everything downstream of the detector is the product's own code."""
     grid = Geometry.from_dict(result.meta["geometry"])
-    table = SliceTable.from_dict(result.meta["source"]["slices"]) \
-        if result.meta["source"].get("slices") else None
-    centre_x = grid.index_to_world(np.asarray(grid.shape, float) / 2)[0]
-    categories = ["4B", "3", "2", "4A"]
-    findings = []
-    for i, (center, diameter) in enumerate(nodules):
-        hit = table.locate(center) if table else None
-        z_index = grid.world_to_index(center)[0] / max(1, grid.shape[0] - 1)
-        findings.append(Finding(
-            id=f"F{i + 1}", center_mm=[float(v) for v in center],
-            center_voxel=[round(hit.column), round(hit.row), hit.index] if hit else [0, 0, 0],
-            sop_instance_uid=hit.sop_instance_uid if hit else None,
-            diameter_mm=diameter, short_axis_mm=round(diameter * 0.8, 1),
-            volume_mm3=round(np.pi / 6 * diameter**3, 0), mean_hu=-20.0 - 10 * i,
-            type=["solid", "part-solid", "ground-glass"][i % 3],
-            location=Location(side="left" if center[0] > centre_x else "right",
-                              zone="upper" if z_index > 0.66 else
-                              "middle" if z_index > 0.33 else "lower",
-                              juxtapleural=False),
-            margin=Margin(category="smooth", score=0.1), nodule_probability=0.95 - 0.1 * i,
-            malignancy_probability=round(0.6 / (i + 1), 3), brock_probability=round(0.4 / (i + 1),
-                                                                                    3),
-            lung_rads=LungRads(category=categories[i % 4], rule="fixture: not a real rule")))
-    volumes = result.meta["lung_volumes_ml"]
-    source = result.meta["source"]
-    return FindingsDocument(
-        job_id=job_id, model=ModelInfo(name="FIXTURE (no inference yet)", version="0"),
-        series=SeriesInfo(series_instance_uid=source.get("series_instance_uid"),
-                          original_spacing_mm=[1.0, 1.0, 1.0]),
-        lungs=LungsInfo(left_ml=volumes["left_ml"], right_ml=volumes["right_ml"]),
-        findings=findings,
-        case=CaseSummary(cancer_probability=0.3,
-                         lung_rads=LungRads(category=findings[0].lung_rads.category if findings
-                                            else "1", rule="fixture"),
-                         case_class="suspicious for malignancy" if findings else "normal"))
+    candidates = [Placed(tuple(grid.world_to_index(np.asarray(c, float))), d,
+                         nodule_probability=0.95 - 0.1 * i,
+                         malignancy_probability=round(0.6 / (i + 1), 3))
+                  for i, (c, d) in enumerate(nodules)]
+    analysis = analyze_volume(result.hu, result.lungs, grid, result.meta, candidates,
+                              PatientInfo(), ModelInfo(name="reference-positions", version="0"),
+                              job_id=job_id)
+    files = render_outputs(result.hu, result.lungs, grid, result.meta, analysis, None)
+    return InferenceOutput(analysis, files, {})
 
 
 def findings_for(result: Preprocessed, nodules: Sequence[tuple[Sequence[float], float]],
-                 job_id: str) -> FindingsDocument:
-    """The findings of a case: the FIXTURE document for now.
-
-    The one place to switch to real inference once it is stable (lungcad_inference.runner
-    ``run_inference`` on ``result.hu, result.lungs, result.meta``), so the dashboard tests then
-    show model output with the same assertions.
-    """
+                 job_id: str) -> InferenceOutput:
+    """The findings of a case (see :func:`findings_document`)."""
     return findings_document(result, nodules, job_id)
 
 
-def key_image(result: Preprocessed, finding: Finding, half: int = 40) -> bytes:
-    """A PNG of the axial slice through a finding, lung window, with a box around it."""
-    grid = Geometry.from_dict(result.meta["geometry"])
-    z, y, x = (int(v) for v in grid.world_to_voxel(finding.center_mm))
-    z = int(np.clip(z, 0, grid.shape[0] - 1))
-    plane = result.hu[z].astype(np.float32)
-    grey = np.clip((plane + 1350) / 1500 * 255, 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    y0, y1 = max(0, y - half), min(grid.shape[1], y + half)
-    x0, x1 = max(0, x - half), min(grid.shape[2], x + half)
-    crop = rgb[y0:y1, x0:x1].copy()
-    r = int(finding.diameter_mm / 2) + 2
-    cy, cx = y - y0, x - x0
-    for yy in (cy - r, cy + r):
-        if 0 <= yy < crop.shape[0]:
-            crop[yy, max(0, cx - r):cx + r] = (255, 140, 26)
-    for xx in (cx - r, cx + r):
-        if 0 <= xx < crop.shape[1]:
-            crop[max(0, cy - r):cy + r, xx] = (255, 140, 26)
-    out = io.BytesIO()
-    Image.fromarray(crop).resize((crop.shape[1] * 2, crop.shape[0] * 2)).save(out, "PNG")
-    return out.getvalue()
-
-
 def publish_case(gateway: Gateway, job_id: str, result: Preprocessed,
-                 document: FindingsDocument | None) -> None:
-    """Store what preprocessing (and, with a document, inference) would have stored."""
+                 output: InferenceOutput | None) -> None:
+    """Store what preprocessing (and, with an output, inference) stores, with the workers' own
+    storage functions, and move the job on as they do."""
     store = gateway.runtime.store
     stored = store_preprocessed(store, job_id, result.hu, result.lungs, result.meta)
     with gateway.runtime.sessions() as session:
@@ -154,29 +102,10 @@ def publish_case(gateway: Gateway, job_id: str, result: Preprocessed,
                                  public=False))
         job = session.get(Job, job_id)
         assert job is not None
-        if document is None:
+        if output is None:
             job.state, job.stage, job.progress = JobState.INFERRING, "inference:queued", 50
         else:
-            files = {"findings.json": (document.model_dump_json(by_alias=True).encode(),
-                                       "application/json")}
-            for f in document.findings:
-                files[f"keyimages/{f.id}_axial.png"] = (key_image(result, f), "image/png")
-                session.add(FindingRow(
-                    job_id=job_id, finding_id=f.id, model_version=document.model.version,
-                    center_mm=f.center_mm, center_voxel=f.center_voxel,  # type: ignore[arg-type]
-                    sop_instance_uid=f.sop_instance_uid, diameter_mm=f.diameter_mm,
-                    short_axis_mm=f.short_axis_mm, volume_mm3=f.volume_mm3, mean_hu=f.mean_hu,
-                    nodule_type=f.type, location=f.location.model_dump(),
-                    margin=f.margin.model_dump(by_alias=True),
-                    nodule_probability=f.nodule_probability,
-                    malignancy_probability=f.malignancy_probability,
-                    brock_probability=f.brock_probability, lung_rads=f.lung_rads.category))
-            for name, (data, content_type) in files.items():
-                key = f"jobs/{job_id}/result/{name}"
-                obj = store.put_bytes(key, data, content_type)
-                session.add(Artifact(job_id=job_id, name=name, object_key=obj.key,
-                                     content_type=content_type, size=obj.size,
-                                     sha256=obj.sha256, public=True))
+            store_results(session, store, job_id, output)
             job.state, job.stage, job.progress = JobState.SUCCEEDED, "done", 100
             job.finished_at = utcnow()
         session.commit()

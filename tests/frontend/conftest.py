@@ -63,9 +63,9 @@ def add_case(gateway: Gateway, study: tuple[Path, Preprocessed],
              nodules: list[tuple[tuple[float, float, float], float]]) -> Case:
     path, result = study
     job = upload(gateway, path)
-    document = findings_for(result, nodules, job["id"])
-    publish_case(gateway, job["id"], result, document)
-    return Case(job["id"], result, [f.id for f in document.findings])
+    output = findings_for(result, nodules, job["id"])
+    publish_case(gateway, job["id"], result, output)
+    return Case(job["id"], result, [f.id for f in output.result.document.findings])
 
 
 def synthetic_nodules(result: Preprocessed) -> list[tuple[tuple[float, float, float], float]]:

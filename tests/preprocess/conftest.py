@@ -1,23 +1,14 @@
-"""Fixtures for preprocessing tests: a synthetic chest CT (always) and the real shared studies
-(session-scoped, extracted once into a temporary folder, skipped with a reason when absent)."""
+"""Fixtures for preprocessing tests: a synthetic chest CT. The real shared studies
+(``shared_data``, ``real_study_dirs``, ``real_results``) live in tests/conftest.py."""
 
 from __future__ import annotations
 
-import os
-import zipfile
 from pathlib import Path
 
 import pytest
 from lungcad.synthetic import SyntheticCT, make_chest_ct, write_dicom_series
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STUDIES = ("LIDC-IDRI-0001", "LIDC-IDRI-0003", "QIN-LSC-0014", "QIN-LSC-0088")
-
-
-def shared_data_dir() -> Path:
-    env = os.environ.get("LUNGCAD_SHARED_DATA")
-    return Path(env) if env else (REPO_ROOT / "../shared/data").resolve()
-
+from tests.conftest import STUDIES, shared_data_dir  # noqa: F401 - re-exported for tests
 
 @pytest.fixture(scope="session")
 def synthetic_ct() -> SyntheticCT:
@@ -36,34 +27,3 @@ def synthetic_result(synthetic_series: Path):
     from lungcad_preprocess.pipeline import preprocess_path
 
     return preprocess_path(synthetic_series)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    root = shared_data_dir()
-    if not (root / "ct").is_dir():
-        pytest.skip(f"shared real data not found at {root} (set LUNGCAD_SHARED_DATA)")
-    return root
-
-
-@pytest.fixture(scope="session")
-def real_study_dirs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
-    """Each real study zip extracted once per session into a temporary folder (never the repo)."""
-    out = {}
-    for name in STUDIES:
-        archive = shared_data / "ct" / f"{name}.zip"
-        if not archive.exists():
-            pytest.skip(f"{archive} is missing")
-        dest = tmp_path_factory.mktemp(name)
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(dest)
-        out[name] = dest
-    return out
-
-
-@pytest.fixture(scope="session")
-def real_results(real_study_dirs: dict[str, Path]):
-    """The preprocessed real studies, computed once per session."""
-    from lungcad_preprocess.pipeline import preprocess_path
-
-    return {name: preprocess_path(folder) for name, folder in real_study_dirs.items()}

@@ -150,6 +150,9 @@ def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: 
             sop_instance_uid=hit.sop_instance_uid if hit else None,
             diameter_mm=round(m.long_axis_mm * voxel_mm, 1),
             short_axis_mm=round(m.short_axis_mm * voxel_mm, 1),
+            mean_diameter_mm=round((m.long_axis_mm + m.short_axis_mm) / 2 * voxel_mm, 1),
+            equivalent_diameter_mm=round(
+                2 * (3 * m.volume_mm3 * voxel_mm**3 / (4 * np.pi)) ** (1 / 3), 1),
             volume_mm3=round(m.volume_mm3 * geometry.voxel_volume_ml * 1000, 1),
             mean_hu=round(m.mean_hu, 1), type=m.nodule_type,  # type: ignore[arg-type]
             location=Location(side=m.side, zone=m.zone, juxtapleural=m.juxtapleural),  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from lungcad_inference.runner import InferenceOutput, models, run_inference
 log = logging.getLogger(__name__)
 MAX_TRANSIENT_RETRIES = 3
 RETRY_BACKOFF_S = (5, 30, 120)
-HEARTBEAT_S = 20.0
+HEARTBEAT_S = 20.0  # at most; a third of the lease when the lease is shorter
 
 
 class _Heartbeat:
@@ -45,7 +45,7 @@ class _Heartbeat:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(min(HEARTBEAT_S, self.lease.lease_s / 3)):
             try:
                 with sessions()() as session:
                     jobs.heartbeat(session, self.lease)
@@ -79,7 +79,7 @@ def _source_folder(objects: ObjectStore, job: Job, meta: dict[str, Any], tmp: Pa
     return materialise_inputs(objects, list(job.inputs), tmp / "input", settings)
 
 
-def _store_results(session: Session, objects: ObjectStore, job_id: str,
+def store_results(session: Session, objects: ObjectStore, job_id: str,
                    output: InferenceOutput) -> None:
     """Upload the files, then stage the rows (committed by ``jobs.succeed``)."""
     rows = []
@@ -120,7 +120,7 @@ def run_stage(session: Session, lease: jobs.Lease, job: Job, objects: ObjectStor
         folder = _source_folder(objects, job, meta, Path(tmp), settings)
         output = run_inference(hu, lungs, meta, _patient(job), folder, loaded, job_id=job.id)
     jobs.heartbeat(session, lease, progress=90, stage="inference:store")
-    _store_results(session, objects, job.id, output)
+    store_results(session, objects, job.id, output)
     timings = {"inference_load": load_s, **output.timings_s,
                "inference_total": time.perf_counter() - started}
     doc = output.result.document
@@ -137,7 +137,8 @@ def inference(self: Any, job_id: str, attempt: int) -> None:
     settings = get_settings()
     with sessions()() as session:
         lease = jobs.claim(session, job_id, attempt, {JobState.INFERRING}, JobState.INFERRING,
-                           stage="inference:load", deadline_s=settings.stage_deadline_s)
+                           stage="inference:load", deadline_s=settings.stage_deadline_s,
+                           lease_s=settings.lease_s)
         if lease is None:
             log.info("inference message dropped (stale, duplicate or leased)",
                      extra={"job_id": job_id, "attempt": attempt})

@@ -107,33 +107,58 @@ def _box(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[slice, 
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
-def _grow(sub: np.ndarray, seed: np.ndarray, radius: float, allowed: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """(nodule, raw): the nodule with thin attachments cut off, and the raw grown region.
-    Growth stays inside ``allowed`` (the lungs, slightly dilated: not into the chest wall)."""
-    zz, yy, xx = np.indices(sub.shape, dtype=np.float32)
-    inside = ((zz - seed[0])**2 + (yy - seed[1])**2 + (xx - seed[2])**2) <= radius**2
-    dense = (sub > GROW_HU) & inside & allowed
-    labels, count = ndimage.label(dense, structure=FULL)
+def half_maximum_threshold(sub: np.ndarray, seed: np.ndarray, diameter: float,
+                           lung: np.ndarray) -> float:
+    """The HU half-way between the nodule's core and the surrounding parenchyma (the usual
+    half-maximum rule for size measurement), kept within [GROW_HU - 100, SOLID_HU]."""
+    core = _sphere(sub.shape, seed, max(1.5, diameter / 6))
+    core_hu = float(np.median(sub[core])) if core.any() else 0.0
+    parenchyma = lung & (sub < -600) & ~_sphere(sub.shape, seed, diameter / 2 + 2)
+    background = float(np.median(sub[parenchyma])) if parenchyma.sum() > 50 else -850.0
+    return float(np.clip((core_hu + background) / 2, GROW_HU - 100, SOLID_HU))
+
+
+def component_at(mask: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The 26-connected component of ``mask`` at (or within 2 voxels of) ``seed``."""
+    labels, count = ndimage.label(mask, structure=FULL)
     if count == 0:
-        return np.zeros_like(dense), np.zeros_like(dense)
+        return np.zeros_like(mask)
     s = np.round(seed).astype(int)
     window = tuple(slice(max(c - 2, 0), max(c + 3, 0)) for c in s)
     picked = labels[window]
     picked = picked[picked > 0]
     if picked.size == 0:
-        return np.zeros_like(dense), np.zeros_like(dense)
-    keep = np.bincount(picked).argmax()
-    region = labels == keep
-    # Detach thin vessels: an opening, then the part that still holds the seed.
-    opened = ndimage.binary_opening(region, _ball(1))
-    labels2, count2 = ndimage.label(opened)
-    if count2:
-        core = labels2[tuple(np.clip(s, 0, np.asarray(sub.shape) - 1))]
-        if core > 0 and (labels2 == core).sum() >= 0.3 * region.sum():
-            region = ndimage.binary_dilation(labels2 == core, _ball(1)) & region
-    raw = labels == keep
-    return ndimage.binary_fill_holes(region), raw
+        return np.zeros_like(mask)
+    return labels == np.bincount(picked).argmax()
+
+
+def _grow(sub: np.ndarray, seed: np.ndarray, radius: float, allowed: np.ndarray,
+          threshold: float, open_radius: int = 1) -> np.ndarray:
+    """The nodule: voxels above ``threshold`` connected to the seed, within ``radius`` and
+    ``allowed`` (the lungs, slightly dilated: not into the chest wall), with attachments
+    thinner than ``open_radius`` (vessels, pleural tags) cut off."""
+    region = component_at((sub > threshold) & _sphere(sub.shape, seed, radius) & allowed, seed)
+    if not region.any():
+        return region
+    opened = ndimage.binary_opening(region, _ball(open_radius))
+    labels, count = ndimage.label(opened)
+    if count:
+        s = tuple(np.clip(np.round(seed).astype(int), 0, np.asarray(sub.shape) - 1))
+        core = labels[s]
+        if core > 0 and (labels == core).sum() >= 0.3 * region.sum():
+            region = ndimage.binary_dilation(labels == core, _ball(open_radius)) & region
+    return ndimage.binary_fill_holes(region)
+
+
+def with_ground_glass(sub: np.ndarray, solid: np.ndarray, seed: np.ndarray, radius: float,
+                      allowed: np.ndarray, open_radius: int) -> np.ndarray:
+    """Extend a dense core by its ground-glass component when it has one: voxels above
+    ``GROW_HU`` beyond the core's one-voxel partial-volume rim, averaging ground-glass HU."""
+    total = _grow(sub, seed, radius, allowed, GROW_HU, open_radius)
+    extra = total & ~ndimage.binary_dilation(solid, _ball(1))
+    if extra.sum() > 0.5 * max(solid.sum(), 1) and float(sub[extra].mean()) < -350:
+        return total | solid
+    return solid
 
 
 def count_protrusions(nodule: np.ndarray, raw: np.ndarray, seed: np.ndarray,
@@ -186,7 +211,14 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
     lung_sub = lungs[box] > 0
     allowed = ndimage.binary_dilation(lung_sub, _ball(1)) if lung_sub.any() else \
         np.ones_like(lung_sub)
-    mask, raw = _grow(sub, seed, radius=diameter * 0.75 + 3, allowed=allowed)
+    threshold = half_maximum_threshold(sub, seed, diameter, lung_sub)
+    open_radius = max(1, int(round(diameter / 10)))
+    radius = diameter * 0.6 + 2
+    mask = _grow(sub, seed, radius, allowed, threshold, open_radius)
+    if threshold > GROW_HU:
+        mask = with_ground_glass(sub, mask, seed, radius, allowed, open_radius)
+    raw = component_at((sub > threshold) & allowed & _sphere(sub.shape, seed,
+                                                              diameter / 2 + 6), seed)
     segmented = bool(mask.sum() >= 4)
     if not segmented:
         mask = _sphere(sub.shape, seed, diameter / 2)
