@@ -67,7 +67,6 @@ def prepare_case(study: Path | None, data_dir: Path, url: str, key: str) -> tupl
     from lungcad.settings import Settings
     from lungcad_gateway.runtime import Runtime
     from lungcad_preprocess.pipeline import preprocess_path
-
     from tests.frontend.cases import LUNA16, findings_document, publish_case, upload
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-viewer-"))

@@ -28,6 +28,7 @@ import psycopg2
 import pytest
 import redis
 import uvicorn
+
 from lungcad.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

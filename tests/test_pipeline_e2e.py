@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lungcad import synthetic
 
+from lungcad import synthetic
 from tests.conftest import Gateway, WorkerProcess
 
 TERMINAL = {"succeeded", "failed", "canceled"}

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 from lungcad.cli import build_parser
-
 from tests.conftest import ROOT, Gateway, free_port
 from tests.factories import ct_series
 

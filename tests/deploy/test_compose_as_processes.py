@@ -19,8 +19,8 @@ import httpx
 import pytest
 import yaml
 from deploy_files import COMPOSE_FILE, interpolate
-from lungcad import synthetic
 
+from lungcad import synthetic
 from tests.conftest import S3Server, free_port
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "services/inference/lungcad_inference/weights"

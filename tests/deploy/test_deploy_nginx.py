@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from deploy_files import DEPLOY, command_argv
+
 from lungcad.settings import Settings
 
 NGINX_CONF = DEPLOY / "nginx.conf"

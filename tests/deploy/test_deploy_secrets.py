@@ -17,6 +17,7 @@ from deploy_files import (
     interpolate,
     interpolate_text,
 )
+
 from lungcad.settings import PLACEHOLDER_SECRETS, Settings, UnsafeConfigurationError
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|_AUTH$|TOKEN|ACCESS_KEY")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lungcad.db.models import Artifact, Job, JobState
 from lungcad.db.types import utcnow
 from lungcad.findings import ModelInfo
@@ -26,7 +27,6 @@ from lungcad_inference.runner import InferenceOutput
 from lungcad_inference.tasks import store_results
 from lungcad_preprocess.pipeline import Preprocessed
 from lungcad_preprocess.store import store_preprocessed
-
 from tests.conftest import Gateway
 
 # LUNA16 consensus nodules of the real cases (shared/data/README.md): centre LPS mm, diameter.

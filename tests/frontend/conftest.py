@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lungcad_preprocess.pipeline import Preprocessed
 
+from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import ROOT, Gateway, make_settings, shared_data_dir, start_gateway
 from tests.frontend.cases import findings_for, publish_case, upload
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pydicom
 import pytest
-from lungcad.db.models import FindingFeedback
-from lungcad_preprocess.pipeline import Preprocessed
 from sqlalchemy import select
 
+from lungcad.db.models import FindingFeedback
+from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import Gateway, make_settings, start_gateway
 from tests.factories import ct_series
 from tests.frontend.cases import LUNA16, XSS, findings_document, publish_case, upload

@@ -11,10 +11,10 @@ import zlib
 
 import numpy as np
 import pytest
-from lungcad.db.models import AuditEvent, FindingFeedback
-from lungcad.imaging.geometry import Geometry
 from sqlalchemy import select
 
+from lungcad.db.models import AuditEvent, FindingFeedback
+from lungcad.imaging.geometry import Geometry
 from tests.conftest import Gateway
 from tests.frontend.cases import upload
 from tests.frontend.conftest import Case

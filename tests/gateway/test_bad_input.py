@@ -10,9 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lungcad.db.models import Job, OutboxMessage
 from sqlalchemy import func, select
 
+from lungcad.db.models import Job, OutboxMessage
 from tests.conftest import Gateway
 from tests.factories import MR_STORAGE, SC_STORAGE, ct_series, metaimage, nifti
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from lungcad.db.models import Job, JobInput, OutboxMessage
 from sqlalchemy import select
 
+from lungcad.db.models import Job, JobInput, OutboxMessage
 from tests.conftest import Gateway
 from tests.factories import ct_series, metaimage, nifti
 

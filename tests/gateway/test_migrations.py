@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
 from lungcad.db.models import Base
 from lungcad.db.session import make_engine
 from lungcad.settings import Settings
 from lungcad_gateway.migrate import current, downgrade, upgrade
-from sqlalchemy import inspect
 
 TABLES = {"tenants", "api_keys", "jobs", "job_inputs", "artifacts", "outbox", "webhook_attempts",
           "findings", "finding_feedback", "audit_events"}

@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from lungcad.db.models import JobInput
 from sqlalchemy import select
 
+from lungcad.db.models import JobInput
 from tests.conftest import Gateway, shared_data_dir
 
 CT_DIR = shared_data_dir() / "ct"

@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+
 from lungcad import jobs
 from lungcad.celery_app import TASK_PREPROCESS
 from lungcad.db.models import Job, JobState, OutboxMessage, Tenant, WebhookAttempt
 from lungcad.db.types import utcnow
 from lungcad_gateway.webhooks import SIGNATURE_HEADER, verify
-from sqlalchemy import select
-
 from tests.conftest import Gateway, start_gateway
 from tests.factories import ct_series
 

@@ -12,12 +12,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
+
 from lungcad import synthetic
 from lungcad.findings import FindingsDocument, ModelInfo
 from lungcad_inference.analysis import PatientInfo, analyze_volume, case_probability
 from lungcad_inference.outputs import render_outputs
 from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
-from PIL import Image
 
 
 @dataclass

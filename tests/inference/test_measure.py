@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from lungcad_inference.clinical.measure import feret_2d, measure_nodule
 
 

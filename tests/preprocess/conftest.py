@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lungcad.synthetic import SyntheticCT, make_chest_ct, write_dicom_series
 
+from lungcad.synthetic import SyntheticCT, make_chest_ct, write_dicom_series
 from tests.conftest import STUDIES, shared_data_dir  # noqa: F401 - re-exported for tests
+
 
 @pytest.fixture(scope="session")
 def synthetic_ct() -> SyntheticCT:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pydicom
+
 from lungcad.synthetic import write_dicom_series
 from lungcad_preprocess.deid import deidentify_dataset, deidentify_file, replacement_uid
 from lungcad_preprocess.pipeline import PreprocessOptions, read_input
-
 from tests.preprocess.test_dicom_read import small_volume
 
 SALT = b"test-salt"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry
 from lungcad.synthetic import write_dicom_series

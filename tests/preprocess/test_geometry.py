@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from lungcad.imaging import Geometry, Volume
 
 

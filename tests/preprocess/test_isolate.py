@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+
 from lungcad.errors import ProcessingError
 from lungcad_preprocess import isolate
 from lungcad_preprocess.pipeline import PreprocessOptions

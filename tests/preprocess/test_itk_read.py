@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry, Volume
 from lungcad_preprocess.itk_read import read_itk_volume

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry
 from lungcad.synthetic import default_geometry, make_chest_ct, write_dicom_series

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
 from lungcad.imaging import Geometry
 
 pytestmark = pytest.mark.realdata

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+
 from lungcad.storage.local import LocalStore
 from lungcad_preprocess.store import (
     decode_array,

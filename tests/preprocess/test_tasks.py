@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sqlalchemy import select
+
 from lungcad.celery_app import TASK_INFERENCE
 from lungcad.db.models import Artifact, Base, Job, JobInput, JobState, OutboxMessage, Tenant
 from lungcad.db.session import make_engine, make_sessionmaker
@@ -12,7 +14,6 @@ from lungcad.storage.local import LocalStore
 from lungcad.synthetic import default_geometry, make_chest_ct, write_dicom_series
 from lungcad_preprocess import tasks
 from lungcad_preprocess.store import load_preprocessed
-from sqlalchemy import select
 
 
 @pytest.fixture()

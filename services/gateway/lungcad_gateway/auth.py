@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from lungcad.db.models import ApiKey, Tenant
-from lungcad.db.types import utcnow
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from lungcad.db.models import ApiKey, Tenant
+from lungcad.db.types import utcnow
 
 KEY_PREFIX = "lc_"
 

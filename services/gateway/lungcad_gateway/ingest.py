@@ -16,6 +16,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
 from lungcad.celery_app import TASK_PREPROCESS
 from lungcad.db.models import Job, JobInput, JobState, Tenant, new_id
 from lungcad.db.types import utcnow
@@ -23,10 +27,6 @@ from lungcad.errors import InvalidInput, PayloadTooLarge
 from lungcad.ingest.inspect import EXTENSIONS, UploadPart, UploadSummary, inspect_upload
 from lungcad.jobs import enqueue_stage
 from lungcad.storage import StoredObject
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
-
 from lungcad_gateway.multipart import ParsedForm, read_form
 from lungcad_gateway.runtime import Runtime
 

@@ -6,13 +6,13 @@ import logging
 import time
 from collections.abc import Iterator
 
-from lungcad.db.models import Job
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lungcad.db.models import Job
 from lungcad_gateway import broker
 from lungcad_gateway.runtime import Runtime
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+
 from lungcad.settings import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -30,6 +31,7 @@ def downgrade(settings: Settings, revision: str) -> None:
 
 def current(settings: Settings) -> str | None:
     from alembic.runtime.migration import MigrationContext
+
     from lungcad.db.session import make_engine
 
     engine = make_engine(settings)

@@ -12,8 +12,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lungcad.errors import InvalidInput, PayloadTooLarge
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+
+from lungcad.errors import InvalidInput, PayloadTooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
 FLUSH_BYTES = 1024 * 1024  # hand file data to the writer thread in 1 MiB blocks

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+
 from lungcad.errors import NotFound
 from lungcad.settings import Settings
 

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 
 import httpx
+
 from lungcad.db.models import Job
 from lungcad.db.types import utcnow
 from lungcad.schemas import WebhookEvent
-
 from lungcad_gateway.presenters import job_public
 
 SIGNATURE_HEADER = "X-LungCAD-Signature"

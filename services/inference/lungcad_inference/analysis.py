@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
 from lungcad.findings import (
     CaseSummary,
     Finding,
@@ -24,7 +25,6 @@ from lungcad.findings import (
 )
 from lungcad.imaging import Geometry
 from lungcad.imaging.slices import SliceHit, SliceTable
-
 from lungcad_inference.clinical.brock import BrockInputs, brock_probability
 from lungcad_inference.clinical.lungrads import (
     NoduleForRads,

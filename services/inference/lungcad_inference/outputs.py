@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import pydicom
+
 from lungcad.imaging import Geometry
 from lungcad.imaging.slices import SliceTable
-
 from lungcad_inference.analysis import AnalysisResult
 from lungcad_inference.reports import keyimages
 from lungcad_inference.reports.dicom_seg import nodule_segmentation

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lungcad.findings import ModelInfo
 from lungcad.imaging import Geometry
-
 from lungcad_inference.analysis import AnalysisResult, PatientInfo, analyze_volume
 from lungcad_inference.outputs import render_outputs
 

@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import delete
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
 from lungcad import jobs
 from lungcad.celery_app import TASK_INFERENCE
 from lungcad.db.models import Artifact, FindingRow, Job, JobState
@@ -23,10 +27,6 @@ from lungcad.errors import InvalidInput, ProcessingError, TransientError
 from lungcad.settings import get_settings
 from lungcad.storage import ObjectNotFound, ObjectStore, StorageUnavailable
 from lungcad.worker import app, sessions, store
-from sqlalchemy import delete
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
-
 from lungcad_inference.analysis import PatientInfo
 from lungcad_inference.runner import InferenceOutput, models, run_inference
 

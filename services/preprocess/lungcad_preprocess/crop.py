@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry, Volume
 from lungcad.imaging.slices import SliceTable
-
 from lungcad_preprocess.dicom_series import SeriesInfo, SliceRef
 
 log = logging.getLogger(__name__)

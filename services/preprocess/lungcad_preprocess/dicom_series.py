@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lungcad.errors import ProcessingError
 
 log = logging.getLogger(__name__)

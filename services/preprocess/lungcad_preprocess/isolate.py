@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry
-
 from lungcad_preprocess.pipeline import Preprocessed, PreprocessOptions, preprocess_path
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from lungcad.errors import ProcessingError
 from scipy import ndimage as ndi
+
+from lungcad.errors import ProcessingError
 
 log = logging.getLogger(__name__)
 RIGHT, LEFT = 1, 2

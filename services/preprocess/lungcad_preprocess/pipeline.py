@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry, Volume
 from lungcad.imaging.slices import SliceTable
-
 from lungcad_preprocess import resample as rs
 from lungcad_preprocess.crop import lung_crop_box
 from lungcad_preprocess.dicom_read import ReadLimits, read_series

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from lungcad.imaging import Geometry, Volume
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from lungcad.storage import ObjectStore
 
 NPZ = "application/x-npz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from lungcad.db.models import Base
 from lungcad.db.session import make_engine
 from lungcad.settings import Settings

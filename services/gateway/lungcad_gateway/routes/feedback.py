@@ -15,13 +15,13 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import func, select
+
 from lungcad.db.models import FindingFeedback
 from lungcad.errors import InvalidInput
 from lungcad.imaging.geometry import Geometry
 from lungcad.imaging.slices import SliceTable
-from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import func, select
-
 from lungcad_gateway.deps import SessionDep, StoreDep, TenantDep
 from lungcad_gateway.routes.session import actor_for, audit
 from lungcad_gateway.routes.viewer import (

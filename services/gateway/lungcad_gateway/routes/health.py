@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from lungcad import __version__
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from lungcad import __version__
 from lungcad_gateway import broker
 from lungcad_gateway.deps import RuntimeDep
 

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+from starlette.concurrency import run_in_threadpool
+
 from lungcad.db.models import Artifact, Job, JobState
 from lungcad.db.types import utcnow
 from lungcad.errors import Conflict, InvalidInput, LungcadError, NotFound
 from lungcad.schemas import ArtifactsPublic, JobPublic, JobsPublic, Problem
 from lungcad.storage import ObjectNotFound
-from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
-from starlette.concurrency import run_in_threadpool
-
 from lungcad_gateway.deps import RuntimeDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from lungcad_gateway.ingest import accept_upload, find_idempotent
 from lungcad_gateway.presenters import artifact_public, job_public

@@ -18,15 +18,15 @@ import zlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, nulls_last, select
+from sqlalchemy.orm import Session, selectinload
+
 from lungcad.db.models import Artifact, FindingRow, Job, JobState
 from lungcad.errors import Conflict, LungcadError, NotFound
 from lungcad.findings import NOTICE, FindingsDocument
 from lungcad.imaging.geometry import Geometry
 from lungcad.schemas import JobPublic, Problem
-from pydantic import BaseModel, Field
-from sqlalchemy import func, nulls_last, select
-from sqlalchemy.orm import Session, selectinload
-
 from lungcad_gateway.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from lungcad_gateway.presenters import job_public
 from lungcad_gateway.routes.jobs import RESULT_ARTIFACT

@@ -6,8 +6,9 @@ from __future__ import annotations
 import highdicom as hd
 import numpy as np
 import pydicom
-from lungcad import __version__
 from pydicom.sr.codedict import codes
+
+from lungcad import __version__
 
 MANUFACTURER = "LungCAD"
 

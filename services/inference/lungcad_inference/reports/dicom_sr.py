@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 import pydicom
-from lungcad.findings import Finding
 from pydicom.sr.codedict import codes
+
+from lungcad.findings import Finding
 
 LONG_AXIS = hd.sr.CodedConcept("103339001", "SCT", "Long Axis")
 SHORT_AXIS = hd.sr.CodedConcept("103340004", "SCT", "Short Axis")

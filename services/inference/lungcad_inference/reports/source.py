@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from lungcad.imaging import Geometry
-from lungcad.imaging.slices import SliceTable
 from pydicom.errors import InvalidDicomError
 from scipy import ndimage
+
+from lungcad.imaging import Geometry
+from lungcad.imaging.slices import SliceTable
 
 
 def load_series_headers(folder: Path, slices: SliceTable) -> list[pydicom.Dataset]:
