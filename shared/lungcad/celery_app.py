@@ -33,7 +33,8 @@ def broker_transport_options(settings: Settings) -> dict[str, object]:
     # Redis: a message not acked within the visibility timeout is redelivered. It must exceed
     # the hard time limit; the job lease in the database stops a redelivered copy from running
     # while the first one is still alive.
-    return {"visibility_timeout": settings.task_time_limit_s + 300,
+    return {"visibility_timeout": (settings.broker_visibility_timeout_s
+                                   or settings.task_time_limit_s + 300),
             "socket_connect_timeout": 3, "socket_timeout": 10}
 
 

@@ -46,6 +46,7 @@ class EmbeddedServer:
     def __init__(self, settings: Settings, host: str, port: int, workers: bool | None,
                  relay: bool = True, migrate: bool = True) -> None:
         import uvicorn
+
         from lungcad_gateway.app import create_app
         from lungcad_gateway.migrate import upgrade
 
@@ -110,9 +111,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 def cmd_create_key(args: argparse.Namespace) -> int:
-    from lungcad_gateway.auth import create_key
-
     from lungcad.db.session import make_engine, make_sessionmaker, session_scope
+    from lungcad_gateway.auth import create_key
 
     settings = get_settings()
     engine = make_engine(settings)
@@ -128,9 +128,8 @@ def cmd_create_key(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke_key(args: argparse.Namespace) -> int:
-    from lungcad_gateway.auth import revoke_key
-
     from lungcad.db.session import make_engine, make_sessionmaker, session_scope
+    from lungcad_gateway.auth import revoke_key
 
     engine = make_engine(get_settings())
     try:

@@ -7,6 +7,7 @@ Needs no servers and no real data. Research use, not for clinical diagnosis.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import threading
@@ -78,7 +79,8 @@ def run_demo(host: str, port: int, once: bool = False) -> int:
                 job = client.get(f"/v1/jobs/{job['id']}").json()
                 print(f"  {job['state']:<13} {job['stage']:<20} {job['progress']:>3}%")
             if job["state"] == "succeeded":
-                print(client.get(f"/v1/jobs/{job['id']}/result").text)
+                result = client.get(f"/v1/jobs/{job['id']}/result").json()
+                print(json.dumps(result, indent=2))
             else:
                 print(f"job ended {job['state']}: {job.get('error_code')}: "
                       f"{job.get('error_message')}")

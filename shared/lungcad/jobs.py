@@ -7,19 +7,22 @@ job backwards. Workers hold a lease on the job while they run a stage.
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from lungcad.celery_app import TASK_QUEUES
 from lungcad.db.models import Job, JobState, OutboxKind, OutboxMessage
 from lungcad.db.types import utcnow
 
-LEASE_S = 90
+log = logging.getLogger(__name__)
+LEASE_S = 90.0  # the default of ``Settings.lease_s``; workers pass the configured value
 
 
 def enqueue_stage(session: Session, job: Job, task: str) -> OutboxMessage:
@@ -48,17 +51,19 @@ class Lease:
     job_id: str
     attempt: int
     token: str
+    lease_s: float = LEASE_S
 
 
 def claim(session: Session, job_id: str, attempt: int, from_states: set[JobState],
-          to_state: JobState, stage: str, deadline_s: int) -> Lease | None:
+          to_state: JobState, stage: str, deadline_s: int,
+          lease_s: float = LEASE_S) -> Lease | None:
     """Take the job for one stage. Returns None when the message is stale or another worker
     holds a live lease (the caller then drops the message without doing any work)."""
     now = utcnow()
     token = str(uuid.uuid4())
     values: dict[str, Any] = {
         "state": to_state, "stage": stage, "lease_token": token,
-        "lease_expires_at": now + timedelta(seconds=LEASE_S),
+        "lease_expires_at": now + timedelta(seconds=lease_s),
         "deadline_at": now + timedelta(seconds=deadline_s), "updated_at": now,
     }
     result = session.execute(
@@ -74,7 +79,7 @@ def claim(session: Session, job_id: str, attempt: int, from_states: set[JobState
     session.execute(update(Job).where(Job.id == job_id, Job.started_at.is_(None))
                     .values(started_at=now))
     session.commit()
-    return Lease(job_id, attempt, token)
+    return Lease(job_id, attempt, token, lease_s)
 
 
 def _owned(lease: Lease) -> Any:
@@ -85,7 +90,7 @@ def _owned(lease: Lease) -> Any:
 def heartbeat(session: Session, lease: Lease, progress: int | None = None,
               stage: str | None = None) -> bool:
     """Extend the lease and report progress. False means the job was canceled or taken over."""
-    values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=LEASE_S),
+    values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease.lease_s),
                               "updated_at": utcnow()}
     if progress is not None:
         values["progress"] = max(0, min(100, int(progress)))
@@ -97,6 +102,37 @@ def heartbeat(session: Session, lease: Lease, progress: int | None = None,
                              .values(**values))
     session.commit()
     return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+class LeaseKeeper:
+    """Renews ``lease`` from a side thread every third of its length while a stage runs, so a
+    long download, parse or upload never lets the lease lapse (the sweeper would then hand the
+    job to a second worker while the first still runs it)."""
+
+    def __init__(self, sessions: sessionmaker[Session], lease: Lease) -> None:
+        self.sessions = sessions
+        self.lease = lease
+        self.lost = False  # the job was canceled or taken over
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"lease-{lease.job_id[:8]}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease.lease_s / 3):
+            try:
+                with self.sessions() as session:
+                    if not heartbeat(session, self.lease):
+                        self.lost = True
+            except Exception:  # noqa: BLE001 - the database is down: the next beat retries
+                log.warning("lease heartbeat failed", extra={"job_id": self.lease.job_id})
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _locked_job(session: Session, lease: Lease) -> Job | None:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
 
     # Broker: empty means kombu's file-system transport under data_dir.
     broker_url: str = ""
+    # Redis: an unacknowledged message is redelivered after this many seconds; 0 means
+    # task_time_limit_s + 300. The job lease keeps a redelivered copy from running while the
+    # first run is alive.
+    broker_visibility_timeout_s: int = Field(default=0, ge=0)
 
     # Object storage.
     storage_backend: StorageBackend = StorageBackend.LOCAL
@@ -77,6 +81,9 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 960
     sweep_interval_s: float = 30.0
     relay_interval_s: float = 0.5
+    # A worker's lease on a job: renewed every lease_s / 3 while it runs; the sweeper
+    # re-dispatches a job whose lease expired (worker killed, host lost).
+    lease_s: float = Field(default=90.0, gt=0)
 
     # Preprocessing.
     preprocess_spacing_mm: float = 1.0
@@ -86,9 +93,18 @@ class Settings(BaseSettings):
     preprocess_memory_limit_bytes: int = 6 * 1024**3
     preprocess_timeout_s: int = 600  # below task_soft_time_limit_s
 
+    # De-identification of stored DICOM originals (PS3.15 basic profile) by the preprocess
+    # worker. The salt makes the UID mapping stable; it is a secret (refused when a placeholder
+    # outside development).
+    deidentify_originals: bool = False
+    deid_uid_salt: str = ""
+
     # Inference.
     inference_threads: int = 0  # 0: the CPU count (CPU fallback only)
     inference_device: str = ""  # "" picks cuda when present, else cpu
+
+    # Retention: delete stored studies and results this many days after a job ends (0: keep).
+    retention_days: int = 0
 
     # Webhooks.
     webhook_timeout_s: float = 5.0
@@ -103,6 +119,11 @@ class Settings(BaseSettings):
     page_size_default: int = 50
     page_size_max: int = 200
     cors_origins: list[str] = Field(default_factory=list)
+    # Per-API-key token bucket: rate_limit_per_s requests a second on average, bursts up to
+    # rate_limit_burst. Kept in Redis when the broker is Redis (shared by gateway replicas),
+    # else in process memory. 0 turns it off.
+    rate_limit_per_s: float = Field(default=20.0, ge=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -128,9 +149,15 @@ class Settings(BaseSettings):
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
 
-    def check_safe(self) -> None:
-        """Refuse placeholder secrets outside development mode."""
+    def check_safe(self, bind_host: str | None = None) -> None:
+        """Refuse placeholder secrets outside development mode, and development mode (whose
+        placeholder secrets are accepted) on a non-loopback ``bind_host``."""
         if self.is_development:
+            if bind_host is not None and not is_loopback(bind_host):
+                raise UnsafeConfigurationError(
+                    f"Refusing to serve on {bind_host}: LUNGCAD_ENV=development accepts "
+                    "placeholder secrets, so it may only bind a loopback address (127.0.0.1, "
+                    "::1, localhost). Set LUNGCAD_ENV=production with real secrets.")
             return
         problems = []
         if self.secret_key.strip().lower() in PLACEHOLDER_SECRETS or len(self.secret_key) < 16:
@@ -144,11 +171,30 @@ class Settings(BaseSettings):
             self.s3_secret_key.strip().lower() in PLACEHOLDER_SECRETS
         ):
             problems.append("LUNGCAD_S3_SECRET_KEY is a placeholder")
+        if self.deidentify_originals and (
+            self.deid_uid_salt.strip().lower() in PLACEHOLDER_SECRETS
+            or len(self.deid_uid_salt) < 16
+        ):
+            problems.append("LUNGCAD_DEID_UID_SALT is a placeholder or shorter than 16 "
+                            "characters (LUNGCAD_DEIDENTIFY_ORIGINALS is on)")
         if problems:
             raise UnsafeConfigurationError(
                 "Refusing to start outside development mode: " + "; ".join(problems)
                 + ". Set real secrets, or LUNGCAD_ENV=development for a local trial."
             )
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback bind address or name."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

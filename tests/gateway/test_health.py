@@ -53,8 +53,9 @@ def test_storage_down_gives_503_and_keeps_nothing(settings, s3_server: S3Server,
         assert response.json()["code"] == "storage_unavailable"
         assert response.headers["retry-after"]
         assert httpx.get(f"{gw.url}/readyz").json()["checks"]["storage"].startswith("error")
-        from lungcad.db.models import Job
         from sqlalchemy import func, select
+
+        from lungcad.db.models import Job
 
         with gw.runtime.sessions() as session:
             assert session.scalar(select(func.count()).select_from(Job)) == 0

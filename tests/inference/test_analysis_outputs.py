@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -126,3 +127,29 @@ def test_case_probability_is_a_noisy_or() -> None:
     assert case_probability([]) == 0.0
     assert case_probability([(1.0, 0.5), (1.0, 0.5)]) == pytest.approx(0.75)
     assert case_probability([(0.5, 0.2)]) == pytest.approx(0.1)
+
+
+def test_a_study_without_findings_gets_a_normal_report(tmp_path: Path) -> None:
+    case = synthetic.make_chest_ct(seed=4, nodules=[])
+    synthetic.write_dicom_series(case.hu, case.geometry, tmp_path)
+    pre = preprocess_path(tmp_path, PreprocessOptions(threads=2))
+    result = analyze_volume(pre.hu, pre.lungs, pre.geometry, pre.meta, [], PatientInfo(),
+                            ModelInfo(name="test", version="0"))
+    assert result.document.findings == []
+    assert result.document.case.case_class == "normal"
+    assert result.document.case.lung_rads.category == "1"
+    outputs = render_outputs(pre.hu, pre.lungs, pre.geometry, pre.meta, result, tmp_path)
+    assert "seg.dcm" not in outputs
+    sr = hd.sr.srread(io.BytesIO(outputs["sr.dcm"][0]))
+    assert sr.content.get_planar_roi_measurement_groups() == []
+    assert len(sr.content.get_image_measurement_groups()) == 1
+
+    def coded_values(items):  # type: ignore[no-untyped-def]
+        for item in items:
+            if item.ValueType == "CODE":
+                yield (item.ConceptNameCodeSequence[0].CodeMeaning,
+                       item.ConceptCodeSequence[0].CodeMeaning)
+            yield from coded_values(item.get("ContentSequence", []))
+
+    plain = pydicom.dcmread(io.BytesIO(outputs["sr.dcm"][0]))
+    assert ("Finding", "Absent") in set(coded_values(plain.ContentSequence))

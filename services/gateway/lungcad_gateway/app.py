@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from lungcad import __version__
 from lungcad.settings import Settings, get_settings
-
-from lungcad_gateway import problems, static
+from lungcad_gateway import openapi, problems, static
+from lungcad_gateway.audit import AuditMiddleware
 from lungcad_gateway.metrics import Metrics, MetricsMiddleware
 from lungcad_gateway.relay import Relay
 from lungcad_gateway.routes import feedback, health, jobs, session, viewer
@@ -54,5 +55,7 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     app.include_router(viewer.router)
     app.include_router(feedback.router)
     static.install(app, settings)
+    openapi.install(app)
+    app.add_middleware(AuditMiddleware, sessions=lambda: runtime.sessions())
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

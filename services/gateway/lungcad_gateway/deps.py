@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
 from lungcad.db.models import Tenant
 from lungcad.errors import Unauthorized
 from lungcad.settings import Settings
 from lungcad.storage import ObjectStore
-from sqlalchemy.orm import Session
-
 from lungcad_gateway.auth import tenant_for_key
 from lungcad_gateway.routes.session import tenant_from_cookie
 from lungcad_gateway.runtime import Runtime
@@ -52,13 +52,17 @@ def api_key_from(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def current_tenant(request: Request, session: SessionDep) -> Tenant:
+def current_tenant(request: Request, session: SessionDep, runtime: RuntimeDep) -> Tenant:
     key = api_key_from(request)
-    if not key:
+    if key:
+        runtime.rate_limiter.check(key)  # before the key lookup: a flood costs no queries
+    else:
         session_tenant = tenant_from_cookie(request, session)
         if session_tenant is not None:
+            runtime.rate_limiter.check(f"session:{request.state.session.get('kid', '')}")
             request.state.tenant_id = session_tenant.id
             return session_tenant
+    if not key:
         raise Unauthorized("Send your API key as 'Authorization: Bearer <key>' or 'X-API-Key'.",
                            code="missing_api_key")
     tenant = tenant_for_key(session, key)

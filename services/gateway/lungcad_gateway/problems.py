@@ -7,11 +7,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from lungcad.errors import LungcadError
-from lungcad.storage.base import StorageUnavailable
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lungcad.errors import LungcadError
+from lungcad.storage.base import StorageUnavailable
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -22,7 +23,8 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
                500: "internal_error", 503: "service_unavailable"}
 _TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict",
-           413: "Payload too large", 422: "Unprocessable request", 503: "Service unavailable"}
+           413: "Payload too large", 422: "Unprocessable request", 429: "Too many requests",
+           503: "Service unavailable"}
 
 
 def problem(status: int, code: str, detail: str, instance: str | None = None,
@@ -40,7 +42,8 @@ def problem(status: int, code: str, detail: str, instance: str | None = None,
 def install(app: FastAPI) -> None:
     @app.exception_handler(LungcadError)
     async def _lungcad(request: Request, exc: LungcadError) -> JSONResponse:
-        headers = {"Retry-After": RETRY_AFTER_S} if exc.status in (429, 503) else None
+        retry_after = str(getattr(exc, "retry_after_s", RETRY_AFTER_S))
+        headers = {"Retry-After": retry_after} if exc.status in (429, 503) else None
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return problem(exc.status, exc.code, exc.message, request.url.path, headers, **exc.extra)

@@ -4,6 +4,11 @@ Relay: publishes committed outbox rows (Celery dispatches, webhooks) and marks t
 A crash between publish and mark re-publishes the row; workers drop the duplicate because they
 claim a job only for its current attempt and only while no live lease exists.
 
+Broker loss: the relay keeps a sentinel key in Redis. When it is gone (Redis restarted without
+persistence, or was flushed) the queued messages went with it, so the current dispatch of every
+job waiting in a queue is written to the outbox again (same attempt: a copy that survived is
+dropped by the claim).
+
 Sweeper: a job whose stage deadline passed, or whose worker stopped renewing its lease (killed,
 out of memory, host lost), is re-dispatched with attempts + 1, or failed with
 ``deadline_exceeded`` once ``max_attempts`` is reached.
@@ -13,21 +18,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
 from lungcad.celery_app import TASK_INFERENCE, TASK_PREPROCESS
 from lungcad.db.models import Job, JobState, OutboxKind, OutboxMessage, Tenant, WebhookAttempt
 from lungcad.db.types import utcnow
 from lungcad.jobs import enqueue_stage, enqueue_webhook
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
-
+from lungcad_gateway.retention import purge_expired
 from lungcad_gateway.runtime import Runtime
 from lungcad_gateway.webhooks import deliver, event_body
 
 log = logging.getLogger(__name__)
 BATCH = 50
+RETENTION_INTERVAL_S = 3600.0
+BROKER_EPOCH_KEY = "lungcad:broker-epoch"
 DISPATCH_RETRY_MAX_S = 30.0
 
 
@@ -49,6 +59,7 @@ class Relay:
         self._http = httpx.Client(timeout=self.settings.webhook_timeout_s, follow_redirects=False)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._redis: Any = None
 
     # -- dispatch ------------------------------------------------------------------------------
     def publish_dispatches(self) -> int:
@@ -113,6 +124,42 @@ class Relay:
                 session.commit()
         return delivered
 
+    # -- broker loss ---------------------------------------------------------------------------
+    def recover_lost_broker(self) -> int:
+        """Re-dispatch waiting jobs when the broker lost its messages; returns how many."""
+        if not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return 0  # the file broker lives on disk with the data
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self.settings.broker_url,
+                                               socket_connect_timeout=1, socket_timeout=2)
+        if not self._redis.set(BROKER_EPOCH_KEY, str(uuid.uuid4()), nx=True):
+            return 0  # the sentinel survived: so did the queues
+        now = utcnow()
+        waiting = (Job.lease_token.is_(None) | (Job.lease_expires_at < now))
+        with self.runtime.sessions() as session:
+            query = select(Job).where(Job.deleted_at.is_(None), waiting, Job.state.in_(
+                [JobState.QUEUED.value, JobState.PREPROCESSING.value, JobState.INFERRING.value]))
+            count = 0
+            for job in session.scalars(query):
+                task = TASK_INFERENCE if job.state == JobState.INFERRING else TASK_PREPROCESS
+                enqueue_stage(session, job, task)
+                count += 1
+            session.commit()
+        if count:
+            log.warning("broker state lost (sentinel missing): %d waiting jobs re-dispatched",
+                        count)
+            self.runtime.wake_relay.set()
+        return count
+
+    def sweep_and_recover(self) -> tuple[int, int]:
+        try:
+            self.recover_lost_broker()
+        except Exception:  # noqa: BLE001 - broker down: the next round tries again
+            log.warning("broker sentinel check failed", exc_info=True)
+        return self.sweep()
+
     # -- sweeper -------------------------------------------------------------------------------
     def sweep(self) -> tuple[int, int]:
         """Returns (re-dispatched, failed)."""
@@ -176,11 +223,16 @@ class Relay:
             else:
                 self._stop.wait(interval)
 
+    def purge_expired(self) -> int:
+        return purge_expired(self.runtime)
+
     def start(self) -> None:
         s = self.settings
         specs = [(self.publish_dispatches, s.relay_interval_s, self.runtime.wake_relay),
                  (self.deliver_webhooks, s.webhook_poll_interval_s, None),
-                 (self.sweep, s.sweep_interval_s, None)]
+                 (self.sweep_and_recover, s.sweep_interval_s, None)]
+        if s.retention_days > 0:
+            specs.append((self.purge_expired, RETENTION_INTERVAL_S, None))
         for step, interval, wake in specs:
             thread = threading.Thread(target=self._loop, args=(step, interval, wake),
                                       name=f"relay-{step.__name__}", daemon=True)
@@ -193,3 +245,5 @@ class Relay:
         for thread in self._threads:
             thread.join(timeout=10)
         self._http.close()
+        if self._redis is not None:
+            self._redis.close()

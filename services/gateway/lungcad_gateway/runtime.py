@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from lungcad.celery_app import create_celery
 from lungcad.db.session import make_engine, make_sessionmaker
 from lungcad.settings import Settings
 from lungcad.storage import ObjectStore, make_store
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from lungcad_gateway.ratelimit import RateLimiter
 
 
 @dataclass
@@ -33,9 +35,15 @@ class Runtime:
         return make_store(self.settings)
 
     @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings)
+
+    @cached_property
     def celery(self) -> Celery:
         return create_celery(self.settings)
 
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()
+        if "rate_limiter" in self.__dict__:
+            self.rate_limiter.close()

@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _header_patient(folder: Path, series_uid: str | None) -> tuple[int | None, str | None]:
     import pydicom
-    from lungcad.ingest.dicom_header import parse_age, parse_sex
     from pydicom.errors import InvalidDicomError
+
+    from lungcad.ingest.dicom_header import parse_age, parse_sex
 
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
@@ -54,13 +55,13 @@ def _unpack(path: Path, tmp: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lungcad.errors import LungcadError
-    from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from lungcad.errors import LungcadError
     from lungcad_inference.analysis import PatientInfo
     from lungcad_inference.runner import models, run_inference
+    from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
 
     console = Console(stderr=True)
     if not args.path.exists():

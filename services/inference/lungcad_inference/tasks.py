@@ -33,6 +33,10 @@ from lungcad_inference.runner import InferenceOutput, models, run_inference
 log = logging.getLogger(__name__)
 MAX_TRANSIENT_RETRIES = 3
 RETRY_BACKOFF_S = (5, 30, 120)
+# A claim that meets a database outage is retried (the message would otherwise be acked and
+# the job wait for the sweeper's deadline): every CLAIM_RETRY_S, for up to ~2.5 minutes.
+CLAIM_RETRY_S = 5
+CLAIM_RETRIES = 30
 HEARTBEAT_S = 20.0  # at most; a third of the lease when the lease is shorter
 
 
@@ -136,9 +140,14 @@ def inference(self: Any, job_id: str, attempt: int) -> None:
     """Run inference for job ``job_id`` at ``attempt`` (stale or duplicate messages drop)."""
     settings = get_settings()
     with sessions()() as session:
-        lease = jobs.claim(session, job_id, attempt, {JobState.INFERRING}, JobState.INFERRING,
-                           stage="inference:load", deadline_s=settings.stage_deadline_s,
-                           lease_s=settings.lease_s)
+        try:
+            lease = jobs.claim(session, job_id, attempt, {JobState.INFERRING}, JobState.INFERRING,
+                               stage="inference:load", deadline_s=settings.stage_deadline_s,
+                               lease_s=settings.lease_s)
+        except OperationalError as exc:  # the database is down: retry the claim later
+            session.rollback()
+            raise self.retry(exc=exc, countdown=CLAIM_RETRY_S,
+                             max_retries=CLAIM_RETRIES) from exc
         if lease is None:
             log.info("inference message dropped (stale, duplicate or leased)",
                      extra={"job_id": job_id, "attempt": attempt})

@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -27,9 +28,25 @@ from lungcad.imaging import Geometry
 from lungcad_preprocess.pipeline import Preprocessed, PreprocessOptions, preprocess_path
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
 
 
-def _child(path: Path, options: PreprocessOptions, out: Path, memory_limit: int) -> int:
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the worker that forked it dies (killed, OOM), so an
+    orphaned parser never keeps running, and holding memory, on its own."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _child(path: Path, options: PreprocessOptions, out: Path, memory_limit: int,
+           parent: int) -> int:
+    _die_with_parent()
+    if os.getppid() != parent:  # the worker died before the line above took effect
+        return 2
     try:
         if memory_limit > 0:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
@@ -64,11 +81,12 @@ def preprocess_isolated(path: Path, options: PreprocessOptions, *, memory_limit_
     """
     with tempfile.TemporaryDirectory(prefix="lungcad-pre-") as tmp:
         out = Path(tmp)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
             code = 2
             try:
-                code = _child(path, options, out, memory_limit_bytes)
+                code = _child(path, options, out, memory_limit_bytes, parent)
             finally:
                 os._exit(code)
         start = last = time.monotonic()

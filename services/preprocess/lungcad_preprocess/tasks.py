@@ -14,6 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
 from lungcad import jobs
 from lungcad.celery_app import TASK_INFERENCE, TASK_PREPROCESS
 from lungcad.db.models import Artifact, Job, JobState
@@ -21,10 +25,7 @@ from lungcad.errors import InvalidInput, ProcessingError, TransientError
 from lungcad.settings import get_settings
 from lungcad.storage import ObjectStore, StorageUnavailable
 from lungcad.worker import app, sessions, store
-from sqlalchemy import delete
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
-
+from lungcad_preprocess.deid_inputs import deidentify_inputs
 from lungcad_preprocess.inputs import materialise_inputs
 from lungcad_preprocess.isolate import preprocess_isolated
 from lungcad_preprocess.pipeline import PreprocessOptions
@@ -33,6 +34,10 @@ from lungcad_preprocess.store import ARTIFACTS, store_preprocessed
 log = logging.getLogger(__name__)
 MAX_TRANSIENT_RETRIES = 3
 RETRY_BACKOFF_S = (5, 30, 120)
+# A claim that meets a database outage is retried (the message would otherwise be acked and
+# the job wait for the sweeper's deadline): every CLAIM_RETRY_S, for up to ~2.5 minutes.
+CLAIM_RETRY_S = 5
+CLAIM_RETRIES = 30
 CLAIMABLE = {JobState.QUEUED, JobState.PREPROCESSING}
 
 
@@ -51,7 +56,8 @@ def run_preprocess(session: Session, lease: jobs.Lease, job: Job, objects: Objec
             folder, options,
             memory_limit_bytes=getattr(settings, "preprocess_memory_limit_bytes", 6 * 2**30),
             timeout_s=getattr(settings, "preprocess_timeout_s", 600),
-            on_wait=lambda: jobs.heartbeat(session, lease))
+            on_wait=lambda: jobs.heartbeat(session, lease),
+            wait_interval_s=min(10.0, lease.lease_s / 3))
     timings.update({f"preprocess_{k}": v for k, v in result.timings_s.items()})
     jobs.heartbeat(session, lease, progress=40, stage="preprocess:store")
     t = time.perf_counter()
@@ -82,8 +88,14 @@ def preprocess(self: Any, job_id: str, attempt: int) -> None:
     """Preprocess job ``job_id`` at ``attempt`` (messages for an older attempt are dropped)."""
     settings = get_settings()
     with sessions()() as session:
-        lease = jobs.claim(session, job_id, attempt, CLAIMABLE, JobState.PREPROCESSING,
-                           stage="preprocess:download", deadline_s=settings.stage_deadline_s)
+        try:
+            lease = jobs.claim(session, job_id, attempt, CLAIMABLE, JobState.PREPROCESSING,
+                               stage="preprocess:download", deadline_s=settings.stage_deadline_s,
+                               lease_s=settings.lease_s)
+        except OperationalError as exc:  # the database is down: retry the claim later
+            session.rollback()
+            raise self.retry(exc=exc, countdown=CLAIM_RETRY_S,
+                             max_retries=CLAIM_RETRIES) from exc
         if lease is None:
             log.info("preprocess message dropped (stale, duplicate or leased)",
                      extra={"job_id": job_id, "attempt": attempt})
@@ -91,8 +103,12 @@ def preprocess(self: Any, job_id: str, attempt: int) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         try:
-            if not run_preprocess(session, lease, job, store(), settings):
-                store().delete_prefix(f"jobs/{job_id}/preprocess/")
+            with jobs.LeaseKeeper(sessions(), lease):
+                if settings.deidentify_originals:
+                    with tempfile.TemporaryDirectory(prefix=f"lungcad-deid-{job_id}-") as tmp:
+                        deidentify_inputs(session, job, store(), Path(tmp), settings)
+                if not run_preprocess(session, lease, job, store(), settings):
+                    store().delete_prefix(f"jobs/{job_id}/preprocess/")
         except (ProcessingError, InvalidInput) as exc:
             session.rollback()
             log.info("preprocess failed", extra={"job_id": job_id, "code": exc.code})

@@ -125,8 +125,10 @@ class JobInput(Base):
     object_key: Mapped[str] = mapped_column(String(512), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the bytes as received
     original_name: Mapped[str | None] = mapped_column(String(500))
+    # Of the stored object after de-identification (LUNGCAD_DEIDENTIFY_ORIGINALS), else None.
+    deid_sha256: Mapped[str | None] = mapped_column(String(64))
 
     job: Mapped[Job] = relationship(back_populates="inputs")
 

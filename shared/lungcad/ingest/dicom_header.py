@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -81,22 +82,45 @@ def _native_pixel_bytes(ds: pydicom.Dataset) -> int | None:
     return rows * cols * samples * frames * max(bits, 8) // 8
 
 
+# The 128-byte preamble is free for applications; an executable header there makes the file
+# runnable as a program (PE "MZ", ELF, Mach-O, a script). Only these are refused: TIFF headers and
+# zeros are legitimate preambles.
+EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf",
+                    b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"#!")
+
+
 def read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
     """Return the summary of a DICOM file, or None when the bytes are not DICOM at all.
 
     Raises InvalidInput(truncated_file) when a DICOM file stops before its pixel data ends,
-    and InvalidInput(dimensions_too_large) for absurd frame sizes.
+    InvalidInput(dimensions_too_large) for absurd frame sizes, and InvalidInput(invalid_dicom)
+    when pydicom fails on a corrupt element (elements are decoded lazily, on first access, so a
+    hostile value can raise anything from NotImplementedError to RecursionError there).
     """
+    try:
+        return _read_summary(stream, size, name)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile input must become a 422, never a 500
+        raise InvalidInput(f"{name}: the DICOM header is corrupt ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}).", code="invalid_dicom") from exc
+
+
+def _read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
     head = stream.read(132)
     stream.seek(0)
     has_preamble = len(head) == 132 and head[128:132] == b"DICM"
+    if has_preamble and head.startswith(EXECUTABLE_MAGIC):
+        raise InvalidInput(f"{name}: the DICOM preamble holds an executable header (a DICOM/"
+                           "executable polyglot, CVE-2019-11687); such files are refused.",
+                           code="executable_preamble")
     try:
         ds = pydicom.dcmread(stream, stop_before_pixels=True, force=not has_preamble)
         position = stream.tell()
     except InvalidDicomError:
         return None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError,
-            OverflowError) as exc:
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            OverflowError, NotImplementedError, RecursionError, struct.error) as exc:
         if has_preamble:
             raise InvalidInput(f"{name}: the DICOM header is truncated or corrupt ({exc}).",
                                code="truncated_file") from exc

@@ -34,7 +34,8 @@ UPLOAD_BODY = {
         "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["files"],
             "properties": {
-                "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                "files": {"type": "array", "minItems": 1,
+                          "items": {"type": "string", "format": "binary"},
                           "description": "The study: DICOM files, one .zip of a DICOM folder, "
                                          "one NIfTI (.nii/.nii.gz), one .mha, one .mhd with its "
                                          ".raw, or one .nrrd."},

@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
-from lungcad.db.models import ApiKey, AuditEvent, Tenant
-from lungcad.errors import LungcadError, Unauthorized
-from lungcad.schemas import Problem
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lungcad.db.models import ApiKey, AuditEvent, Tenant
+from lungcad.errors import LungcadError, Unauthorized
+from lungcad.schemas import Problem
 from lungcad_gateway.auth import hash_key
 
 COOKIE = "lungcad_session"
@@ -140,6 +140,7 @@ def audit(session: Session, request: Request, tenant_id: str | None, actor: str,
           resource: str, outcome: int) -> None:
     """Add one audit event to ``session`` (the caller commits)."""
     client = request.client.host if request.client else None
+    request.state.audited = True  # the audit middleware does not record this request again
     session.add(AuditEvent(tenant_id=tenant_id, actor=actor[:200], action=action,
                            resource=resource[:300], outcome=outcome, address=client))
 

@@ -1,6 +1,7 @@
 """DICOM Structured Report: a TID 1500 measurement report written with highdicom. Each finding
 is a planar ROI (a circle on its key slice of the source series) with long axis, short axis,
-volume, mean HU and the model's probabilities."""
+volume, mean HU and the model's probabilities. A study without findings gets one image-level
+group stating that no nodule was found."""
 
 from __future__ import annotations
 
@@ -71,11 +72,19 @@ def measurement_report(items: list[SrFinding], evidence: list[pydicom.Dataset],
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=hd.UID(), name="LungCAD", manufacturer_name="LungCAD", model_name=model_name))
+    groups: list = [_group(item, algorithm) for item in items]
+    if not groups:  # no nodule found: say so, about the whole series
+        groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="case"),
+            finding_type=codes.SCT.Nodule, algorithm_id=algorithm,
+            finding_sites=[hd.sr.FindingSite(codes.SCT.Lung)],
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.DCM.Finding,
+                                                                 codes.SCT.Absent)],
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)
+                           for ds in evidence[:1]])]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
-        imaging_measurements=[_group(item, algorithm) for item in items],
-        referenced_images=None if items else evidence[:1])
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups)
     return hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=902,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="LungCAD",
