@@ -1,0 +1,197 @@
+"""``lungcad train`` and ``lungcad evaluate``: registered by ``lungcad.cli`` through
+``register(subparsers)``. Heavy modules (torch, SimpleITK) are imported inside the commands.
+
+Examples::
+
+    lungcad train malignancy --vois ../shared/data/nodules/lidc-nodule-vois.zip --out var/runs/mal
+    lungcad train detector --studies ../shared/data/ct/*.zip \\
+        --vois ../shared/data/nodules/lidc-nodule-vois.zip --out var/runs/det
+    lungcad evaluate malignancy ../shared/data/nodules/lidc-nodule-vois.zip --out var/eval/mal
+    lungcad evaluate detection ../shared/data/ct/*.zip --out var/eval/det
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    if args.cache_dir:
+        return Path(args.cache_dir)
+    from lungcad.settings import get_settings
+
+    return Path(get_settings().data_dir) / "cache"
+
+
+def _rule(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from lungcad_inference.data.lidc_xml import ConsensusRule
+
+    return ConsensusRule(args.min_diameter_mm, args.min_readers, args.benign_max,
+                         args.malignant_min)
+
+
+def _load_studies(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+    from lungcad_inference.data.studies import load_study
+
+    luna = Path(args.luna_csv) if args.luna_csv else None
+    return [load_study(Path(p), _cache_dir(args), luna_csv=luna, rule=_rule(args),
+                       threads=args.threads) for p in args.studies]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lungcad_inference.data.vois import load_vois
+    from lungcad_inference.training import experiments
+
+    out = Path(args.out)
+    vois = load_vois(Path(args.vois), _cache_dir(args), _rule(args))
+    if args.model == "malignancy":
+        from lungcad_inference.training.train_malignancy import CONFIGS
+
+        config = dataclasses.replace(CONFIGS[args.config], seed=args.seed, threads=args.threads,
+                                     **({"epochs": args.epochs} if args.epochs else {}))
+        result = experiments.run_malignancy(vois, config, out, cv=not args.no_cv,
+                                            ship=args.ship)
+        cv = result.get("cross_validation", {})
+        for name in ("cnn", "size_seg", "size_mask", "size_readers"):
+            if name in cv:
+                a = cv[name]["auc"]
+                print(f"{name:>13}: AUC {a['value']:.3f} "
+                      f"[{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]")
+    else:
+        from lungcad_inference.training.train_detector import CONFIGS as DCONF
+
+        if not args.studies:
+            print("train detector needs --studies", file=sys.stderr)
+            return 2
+        config = dataclasses.replace(DCONF[args.config], seed=args.seed, threads=args.threads,
+                                     **({"iterations": args.iterations}
+                                        if args.iterations else {}))
+        result = experiments.run_detection(_load_studies(args), vois, config, out,
+                                           cv=not args.no_cv, ship=args.ship,
+                                           max_fp_per_scan=args.max_fp_per_scan,
+                                           ship_fold=args.ship_fold)
+        loso = result.get("leave_one_study_out")
+        if loso:
+            print(f"leave-one-study-out CPM {loso['cpm']:.3f}; at threshold "
+                  f"{loso['operating_threshold']:.3f}: sensitivity "
+                  f"{loso['operating_sensitivity']:.2f}, "
+                  f"{loso['operating_fp_per_scan']:.2f} FP/scan")
+    print(f"run written to {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from lungcad_inference.inference import load_models
+
+    out = Path(args.out)
+    models = load_models("cpu" if args.cpu else None, args.threads,
+                         weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+                         threshold=args.threshold)
+    if args.what == "malignancy":
+        from lungcad_inference.data.vois import load_vois
+        from lungcad_inference.evaluation import malignancy_summary, write_malignancy
+        from lungcad_inference.training.malignancy_data import build_set
+        from lungcad_inference.training.train_malignancy import predict_malignancy, save_predictions
+
+        if models.malignancy is None:
+            print("no malignancy weights found", file=sys.stderr)
+            return 2
+        data = build_set(load_vois(Path(args.path[0]), _cache_dir(args), _rule(args)),
+                         include_unlabelled=True)
+        probs = predict_malignancy(models.malignancy, data)
+        out.mkdir(parents=True, exist_ok=True)
+        save_predictions(out / "predictions.csv", data, probs)
+        from lungcad_inference.training.experiments import patient_hashes
+
+        seen = set(models.malignancy_meta.get("training_patients_sha1", []))
+        overlap = int(len(set(patient_hashes(data.patients)) & seen))
+        lab = data.labels >= 0
+        summary = malignancy_summary(data.labels[lab], {"cnn": probs[lab]}, data.patients[lab])
+        summary["patients_seen_in_training"] = overlap
+        if overlap:
+            summary["warning"] = (f"{overlap} patients of this set were in the shipped model's "
+                                  "training data: these metrics are not held out")
+        write_malignancy(out, data.labels[lab], {"cnn": probs[lab]}, summary,
+                         "Malignancy (shipped weights)")
+        m = summary["cnn"]
+        print(f"{int(lab.sum())} labelled nodules of {len(lab)}: " + ", ".join(
+            f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+            for k, v in m.items()))
+        if overlap:
+            print("WARNING: " + summary["warning"])
+    else:
+        from lungcad_inference.evaluation import detection_summary, scan_result, write_detection
+
+        args.studies = args.path
+        scans, cands = [], {}
+        for study in _load_studies(args):
+            scan, c = scan_result(models, study)
+            scans.append(scan)
+            cands[study.name] = [x for x in c]
+        summary = detection_summary(scans, models.threshold)
+        seen = set(models.detector_meta.get("training_studies", []))
+        summary["studies_seen_in_training"] = sorted(seen & {s.name for s in scans})
+        write_detection(out, scans, cands, summary, "shipped detector")
+        print(json.dumps({k: summary[k] for k in ("cpm", "operating_threshold",
+                                                  "operating_sensitivity",
+                                                  "operating_fp_per_scan")}, indent=1))
+        for p in summary["per_scan"]:
+            print(f"{p['study']}: {p['found']}/{p['lesions']} found, "
+                  f"{p['false_positives']} FP")
+        _ = np
+    print(f"results written to {out}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", help="preprocessed-array cache (default: DATA_DIR/cache)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--min-readers", type=int, default=3, help="LIDC consensus (default 3)")
+    p.add_argument("--min-diameter-mm", type=float, default=3.0)
+    p.add_argument("--benign-max", type=float, default=2.0,
+                   help="median rating <= this is benign (default 2)")
+    p.add_argument("--malignant-min", type=float, default=4.0,
+                   help="median rating >= this is malignant (default 4)")
+    p.add_argument("--luna-csv", help="LUNA16 annotations.csv for the studies")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    t = sub.add_parser("train", help="train the detector or the malignancy model (with CV)")
+    t.add_argument("model", choices=("detector", "malignancy"))
+    t.add_argument("--config", choices=("small", "large"), default="small",
+                   help="small: 2-core CPU; large: GPU")
+    t.add_argument("--vois", required=True, help="lidc-nodule-vois.zip (or folder)")
+    t.add_argument("--studies", nargs="*", default=[], help="full studies (zip/folder/.mhd)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, help="override (malignancy)")
+    t.add_argument("--iterations", type=int, help="override (detector)")
+    t.add_argument("--no-cv", action="store_true", help="only the final model")
+    t.add_argument("--ship", action="store_true", help="write the package's default weights")
+    t.add_argument("--ship-fold", metavar="STUDY",
+                   help="detector: ship the leave-one-study-out model that held STUDY out "
+                        "instead of training a final model on all studies")
+    t.add_argument("--max-fp-per-scan", type=float, default=1.0,
+                   help="operating point rule (detector)")
+    _common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate the shipped (or given) weights on real data")
+    e.add_argument("what", choices=("detection", "malignancy"))
+    e.add_argument("path", nargs="+", help="VOI zip/folder, or full studies")
+    e.add_argument("--out", required=True)
+    e.add_argument("--weights-dir")
+    e.add_argument("--threshold", type=float, help="detector operating threshold")
+    e.add_argument("--cpu", action="store_true")
+    _common(e)
+    e.set_defaults(func=cmd_evaluate)

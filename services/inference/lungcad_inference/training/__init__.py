@@ -1,0 +1,1 @@
+"""Training and evaluation (``lungcad train`` / ``lungcad evaluate``); imports torch lazily."""

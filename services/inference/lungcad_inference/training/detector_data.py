@@ -1,0 +1,158 @@
+"""Detector training patches: real lungs with real and simulated lesions inserted on the fly.
+
+Each sample is a cube of the preprocessed 1 mm HU volume of a training study (``(z, y, x)``)
+into which 0-``max_lesions`` lesions are pasted at lung positions of three kinds: open
+parenchyma, against the pleura and next to a vessel. The study's own reference lesions are never
+used as positives: their neighbourhood is an *ignore* region (no loss), so held-out real lesions
+stay unseen. Augmentation (flips, rotations, scaling, intensity and noise jitter) is applied
+later on the batch, in torch (:mod:`lungcad_inference.training.augment`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from lungcad_inference.data.studies import Study
+from lungcad_inference.data.vois import Voi
+from lungcad_inference.synthesis import KINDS, Lesion3D, paste, real_lesion, simulate_lesion
+
+
+@dataclass(frozen=True)
+class InsertionConfig:
+    crop: int = 112  # sampled cube; augmentation resamples it to ``patch``
+    p_lesion_patch: float = 0.7
+    max_lesions: int = 2
+    p_real: float = 0.6  # else simulated
+    p_position: tuple[float, float, float] = (0.4, 0.3, 0.3)  # parenchyma, pleura, vessel
+    simulated_diameter_mm: tuple[float, float] = (3.0, 30.0)
+    p_simulated_large: float = 0.5  # fill the real set's gap: half of simulated are 12-30 mm
+    p_kind: tuple[float, float, float] = (0.4, 0.3, 0.3)  # solid, part-solid, ground glass
+    p_shape: tuple[float, float, float] = (0.4, 0.35, 0.25)  # round, lobulated, spiculated
+    p_anywhere_negative: float = 0.1
+
+
+@dataclass
+class PreparedStudy:
+    study: Study
+    parenchyma: np.ndarray  # (n, 3) voxel indices
+    pleura: np.ndarray
+    vessel: np.ndarray
+    lung_any: np.ndarray
+    ignore: np.ndarray  # (m, 4): centre zyx, radius (mm) of reference lesions
+
+
+@dataclass
+class Sample:
+    hu: np.ndarray  # float32 (crop, crop, crop)
+    centres: list[np.ndarray] = field(default_factory=list)  # voxel zyx within the crop
+    diameters: list[float] = field(default_factory=list)
+    ignore: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+
+def _pick(rng: np.random.Generator, mask: np.ndarray, n: int) -> np.ndarray:
+    idx = np.argwhere(mask)
+    if len(idx) > n:
+        idx = idx[rng.choice(len(idx), n, replace=False)]
+    return idx.astype(np.int32)
+
+
+def prepare_study(study: Study, rng: np.random.Generator, n: int = 20000) -> PreparedStudy:
+    """Index the positions where lesions can be inserted (computed once per study)."""
+    lungs = study.lungs > 0
+    lung_dist = ndimage.distance_transform_edt(lungs)
+    vessels = lungs & (study.hu > -500)
+    vessel_dist = ndimage.distance_transform_edt(~vessels)
+    open_lung = lungs & ~vessels
+    ignore = np.array([[*c, d / 2] for c, d in zip(
+        study.lesion_centres_zyx(), [les.diameter_mm for les in study.lesions], strict=True)]
+    ).reshape(-1, 4)
+    return PreparedStudy(
+        study,
+        _pick(rng, open_lung & (lung_dist >= 6) & (vessel_dist >= 3), n),
+        _pick(rng, open_lung & (lung_dist >= 1) & (lung_dist <= 3), n),
+        _pick(rng, open_lung & (lung_dist >= 4) & (vessel_dist >= 1) & (vessel_dist <= 2.5), n),
+        _pick(rng, lungs, n),
+        ignore,
+    )
+
+
+class LesionBank:
+    """Real VOIs (as :class:`Lesion3D`, built once) and a simulator for the rest."""
+
+    def __init__(self, vois: list[Voi], config: InsertionConfig) -> None:
+        self.real = [real_lesion(v.hu, v.mask, v.diameter_mm) for v in vois]
+        self.config = config
+
+    def draw(self, rng: np.random.Generator) -> Lesion3D:
+        c = self.config
+        if self.real and rng.random() < c.p_real:
+            return self.real[int(rng.integers(len(self.real)))]
+        lo, hi = c.simulated_diameter_mm
+        if rng.random() < c.p_simulated_large:
+            lo = max(lo, 12.0)
+        diameter = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        kind = KINDS[int(rng.choice(3, p=c.p_kind))]
+        shape = ("round", "lobulated", "spiculated")[int(rng.choice(3, p=c.p_shape))]
+        return simulate_lesion(rng, diameter, kind, shape)
+
+
+def _crop(volume: np.ndarray, centre: np.ndarray, size: int, fill: float) -> np.ndarray:
+    start = np.asarray(centre, int) - size // 2
+    out = np.full((size,) * 3, fill, np.float32)
+    lo = np.maximum(start, 0)
+    hi = np.minimum(start + size, volume.shape)
+    if np.all(hi > lo):
+        out[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))] = \
+            volume[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+    return out
+
+
+def draw_sample(rng: np.random.Generator, prepared: PreparedStudy, bank: LesionBank,
+                config: InsertionConfig) -> Sample:
+    """One training cube with its inserted lesions (centres relative to the cube)."""
+    size = config.crop
+    study = prepared.study
+    positions: list[np.ndarray] = []
+    lesions: list[Lesion3D] = []
+    if rng.random() < config.p_lesion_patch:
+        for _ in range(int(rng.integers(1, config.max_lesions + 1))):
+            pool = (prepared.parenchyma, prepared.pleura, prepared.vessel)[
+                int(rng.choice(3, p=config.p_position))]
+            if not positions:
+                pos = pool[int(rng.integers(len(pool)))]
+            else:  # a second lesion somewhere in the same cube
+                near = pool[np.all(np.abs(pool - positions[0]) < size // 2 - 8, axis=1)]
+                if len(near) == 0:
+                    break
+                pos = near[int(rng.integers(len(near)))]
+            lesion = bank.draw(rng)
+            clash = any(np.linalg.norm(pos - p) < (lesion.diameter_mm + q.diameter_mm) / 2 + 3
+                        for p, q in zip(positions, lesions, strict=True))
+            clash |= any(np.linalg.norm(pos - ig[:3]) < ig[3] + lesion.diameter_mm / 2 + 5
+                         for ig in prepared.ignore)
+            if not clash:
+                positions.append(pos)
+                lesions.append(lesion)
+        centre = positions[0] + rng.integers(-size // 4, size // 4 + 1, 3) if positions else \
+            prepared.lung_any[int(rng.integers(len(prepared.lung_any)))]
+    elif rng.random() < config.p_anywhere_negative:
+        centre = np.array([rng.integers(0, n) for n in study.hu.shape])
+    else:
+        pool = prepared.vessel if rng.random() < 0.5 else prepared.lung_any
+        centre = pool[int(rng.integers(len(pool)))]
+    start = np.asarray(centre, int) - size // 2
+    hu = _crop(study.hu, centre, size, -1024.0)
+    sample = Sample(hu)
+    for pos, lesion in zip(positions, lesions, strict=True):
+        local = pos - start
+        paste(hu, lesion, local)
+        sample.centres.append(local.astype(np.float32))
+        sample.diameters.append(lesion.diameter_mm)
+        sample.kinds.append(lesion.kind)
+    for ig in prepared.ignore:
+        sample.ignore.append((ig[:3] - start, float(ig[3]) + 4.0))
+    return sample

@@ -1,0 +1,181 @@
+"""The two experiments behind ``lungcad train``: detection leave-one-study-out plus a final
+model on all studies, and malignancy patient-level K-fold CV plus a final model on all nodules.
+Each writes a run folder (metrics JSON, plots, predictions, checkpoints) and, with ``ship``,
+the weights and sidecar into the package's ``weights/``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lungcad_inference.data.studies import Study
+from lungcad_inference.data.vois import Voi
+from lungcad_inference.intensity import HU_WINDOW, INPUT_SPACING_MM
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+def _provenance() -> dict[str, Any]:
+    import torch
+
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
+
+
+def patient_hashes(patients: Any) -> list[str]:
+    """Short SHA-1 digests of patient IDs: enough to detect train/test overlap without
+    shipping the data set's identifiers in the weights' sidecar."""
+    import hashlib
+
+    return sorted({hashlib.sha1(str(p).encode()).hexdigest()[:12] for p in patients})
+
+
+def insertion_pool(vois: list[Voi], studies: list[Study]) -> list[Voi]:
+    """Real nodules that may be inserted: never those of the full studies' own patients."""
+    own = {s.name for s in studies}
+    return [v for v in vois if v.patient_id not in own]
+
+
+def choose_threshold(cv_summary: dict[str, Any], max_fp_per_scan: float) -> float:
+    """Lowest threshold whose leave-one-study-out FP/scan stays within ``max_fp_per_scan``."""
+    curve = cv_summary["froc"]
+    best = 0.9
+    for t, fp in zip(curve["thresholds"], curve["fp_per_scan"], strict=True):
+        if np.isfinite(t) and fp <= max_fp_per_scan:
+            best = min(best, t)
+    return float(max(best, 0.05))
+
+
+def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: Path, *,
+                  cv: bool = True, ship: bool = False, max_fp_per_scan: float = 1.0,
+                  ship_fold: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Leave-one-study-out (``cv``), then the model to ship: a final model trained on all
+    studies, or (``ship_fold``) the fold model that held that study out, which keeps one real
+    study fully unseen by the shipped weights (and saves a training run on a small CPU)."""
+    from lungcad_inference.evaluation import detection_summary, scan_result, write_detection
+    from lungcad_inference.inference import load_models
+    from lungcad_inference.training.train_detector import train_detector
+    from lungcad_inference.weights import DETECTOR, WEIGHTS_DIR, save_weights
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool = insertion_pool(vois, studies)
+    result: dict[str, Any] = {"config": dataclasses.asdict(config),
+                              "real_lesions_inserted_pool": len(pool)}
+    threshold = 0.5
+    if cv:
+        scans, cands, folds, fold_models = [], {}, [], {}
+        for held in studies:
+            train = [s for s in studies if s is not held]
+            fold_dir = out_dir / f"loso-{held.name}"
+            fold_config = dataclasses.replace(config, iterations=config.cv_iterations)
+            model, summary = train_detector(train, pool, fold_config, fold_dir, progress)
+            save_weights(model, config.network_kwargs(), fold_dir / "detector.pt",
+                         {"summary": summary})
+            models = load_models("cpu", config.threads, detector_path=fold_dir / "detector.pt",
+                                 malignancy_path=fold_dir / "none.pt", threshold=0.5)
+            scan, c = scan_result(models, held)
+            scans.append(scan)
+            cands[held.name] = c
+            fold_models[held.name] = (model, summary)
+            folds.append({"held_out": held.name, "train": [s.name for s in train],
+                          "wall_s": summary["wall_s"]})
+        cv_summary = detection_summary(scans, 0.5)
+        threshold = choose_threshold(cv_summary, max_fp_per_scan)
+        cv_summary = detection_summary(scans, threshold)
+        cv_summary["folds"] = folds
+        write_detection(out_dir / "loso", scans, cands, cv_summary, "leave-one-study-out")
+        result["leave_one_study_out"] = cv_summary
+    if ship_fold and ship_fold in fold_models:
+        model, summary = fold_models[ship_fold]
+        trained_on = [s.name for s in studies if s.name != ship_fold]
+    else:
+        model, summary = train_detector(studies, pool, config, out_dir / "final", progress)
+        trained_on = [s.name for s in studies]
+    result["final"] = summary
+    sidecar = {"version": VERSION, "network": "NoduleDetector", "input_spacing_mm":
+               INPUT_SPACING_MM, "hu_window": list(HU_WINDOW), "output_stride": 4,
+               "operating_threshold": threshold,
+               "operating_threshold_rule": f"lowest threshold with <= {max_fp_per_scan} FP/scan "
+                                           "in leave-one-study-out",
+               "training_config": dataclasses.asdict(config),
+               "training_studies": trained_on,
+               "held_out_studies": [s.name for s in studies if s.name not in trained_on],
+               "own_lesions_in_training": "ignored (no loss within radius + 4 mm)",
+               "inserted_real_nodules": len(pool),
+               "metrics": {k: v for k, v in result.get("leave_one_study_out", {}).items()
+                           if k not in ("froc",)},
+               "provenance": _provenance()}
+    save_weights(model, config.network_kwargs(), out_dir / "final" / "detector.pt", sidecar)
+    if ship:
+        save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{DETECTOR}.pt", sidecar)
+    (out_dir / "detection_run.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = True,
+                   ship: bool = False, progress: bool = True) -> dict[str, Any]:
+    from lungcad_inference.evaluation import malignancy_summary, write_malignancy
+    from lungcad_inference.training.malignancy_data import build_set, patient_folds
+    from lungcad_inference.training.train_malignancy import (
+        cross_validate,
+        save_predictions,
+        train_malignancy,
+    )
+    from lungcad_inference.weights import MALIGNANCY, WEIGHTS_DIR, save_weights
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = build_set(vois)
+    result: dict[str, Any] = {"config": dataclasses.asdict(config),
+                              "label_rule": "Malignancy_value 1-2 benign, 4-5 malignant, 3 "
+                                            "excluded", "build_s": round(time.perf_counter() - t0)}
+    if cv:
+        folds = patient_folds(data.patients, config.folds, config.seed)
+        fold_models: list[Any] = []
+        probs = cross_validate(data, folds, config, progress, fold_models)
+        summary = malignancy_summary(data.labels, probs, data.patients)
+        summary["folds"] = [int((folds == k).sum()) for k in range(config.folds)]
+        summary["fold_of_patient"] = {p: int(f) for p, f in zip(data.patients, folds,
+                                                                 strict=True)}
+        write_malignancy(out_dir / "cv", data.labels, probs, summary,
+                         f"Malignancy, patient-level {config.folds}-fold CV (real nodules)")
+        save_predictions(out_dir / "cv" / "predictions.csv", data, probs["cnn"])
+        result["cross_validation"] = {k: v for k, v in summary.items()
+                                      if k != "fold_of_patient"}
+        result["cv_wall_s"] = round(time.perf_counter() - t0)
+        # fold 0's model ships too, so tests can score real nodules it never saw
+        fold_side = {"version": VERSION, "network": "MalignancyNet", "fold": 0,
+                     "fold_rule": f"patient_folds(labelled patients, k={config.folds}, "
+                                  f"seed={config.seed}); this model never saw fold 0",
+                     "held_out_patients_sha1": patient_hashes(data.patients[folds == 0]),
+                     "training_config": dataclasses.asdict(config),
+                     "label_rule": result["label_rule"], "provenance": _provenance()}
+        save_weights(fold_models[0], config.network_kwargs(),
+                     out_dir / "cv" / f"{MALIGNANCY}_fold0.pt", fold_side)
+        if ship:
+            save_weights(fold_models[0], config.network_kwargs(),
+                         WEIGHTS_DIR / f"{MALIGNANCY}_fold0.pt", fold_side)
+    t1 = time.perf_counter()
+    model = train_malignancy(data, config, progress)
+    result["final_wall_s"] = round(time.perf_counter() - t1)
+    sidecar = {"version": VERSION, "network": "MalignancyNet", "input_spacing_mm":
+               INPUT_SPACING_MM, "hu_window": list(HU_WINDOW), "patch_mm": 32,
+               "features": ["log(segmented_diameter_mm / 8)"] if config.use_size else [],
+               "label_rule": result["label_rule"], "training_config": dataclasses.asdict(config),
+               "training_nodules": int(len(data.labels)),
+               "training_patients_sha1": patient_hashes(data.patients),
+               "metrics": result.get("cross_validation", {}), "provenance": _provenance()}
+    save_weights(model, config.network_kwargs(), out_dir / "final" / "malignancy.pt", sidecar)
+    if ship:
+        save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{MALIGNANCY}.pt", sidecar)
+    (out_dir / "malignancy_run.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

@@ -1,0 +1,44 @@
+"""Saving and loading network weights with a JSON sidecar.
+
+A weights file ``NAME.pt`` holds ``{"state_dict": ..., "network": {kwargs}}`` (plain tensors and
+JSON-like values; loaded with ``weights_only=True``). ``NAME.json`` beside it records the
+version, input spacing, HU window, training config and measured metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DETECTOR = "detector"
+MALIGNANCY = "malignancy"
+
+
+def save_weights(model: Any, network_kwargs: dict[str, Any], path: Path,
+                 sidecar: dict[str, Any]) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "network": network_kwargs}, path)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    side = path.with_suffix(".json")
+    return json.loads(side.read_text()) if side.exists() else {}
+
+
+def load_network(path: Path, cls: type, device: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Build ``cls(**network_kwargs)`` from ``path``, load its weights, put it in eval mode."""
+    import torch
+
+    if not path.exists():
+        raise FileNotFoundError(f"model weights not found: {path}")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = cls(**blob["network"])
+    model.load_state_dict(blob["state_dict"])
+    model.eval().to(device)
+    return model, read_sidecar(path)
