@@ -34,7 +34,10 @@ from lungcad.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("LUNGCAD_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres "
                               "dbname=postgres")
-REDIS_TEST_URL = os.environ.get("LUNGCAD_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+# A Redis database of its own per test session (two suites on one machine must not consume
+# each other's messages).
+REDIS_TEST_URL = os.environ.get("LUNGCAD_TEST_REDIS_URL",
+                                f"redis://127.0.0.1:6379/{secrets.randbelow(15) + 1}")
 
 
 STUDIES = ("LIDC-IDRI-0001", "LIDC-IDRI-0003", "QIN-LSC-0014", "QIN-LSC-0088")

@@ -74,6 +74,14 @@ def merge_candidates(candidates: list[CandidateLike]) -> list[CandidateLike]:
     return kept
 
 
+def size_hint(cand: CandidateLike) -> float:
+    """The size that bounds the nodule's segmentation: the detector's diameter, or the
+    candidate's own threshold-segmented diameter when smaller (the detector overestimates
+    large nodules)."""
+    segmented = getattr(cand, "segmented_diameter_mm", None)
+    return min(cand.diameter_mm, segmented) if segmented else cand.diameter_mm
+
+
 def _overlaps(m: NoduleMeasurement, labels: np.ndarray) -> bool:
     box = tuple(slice(o, o + s) for o, s in zip(m.offset, m.mask.shape, strict=True))
     region = labels[box][m.mask]
@@ -121,7 +129,7 @@ def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: 
     labels = np.zeros(hu.shape, np.uint16)
     kept: list[tuple[CandidateLike, NoduleMeasurement]] = []
     for cand in merge_candidates(candidates):
-        m = measure_nodule(hu, lungs, tuple(cand.centre_zyx), cand.diameter_mm / voxel_mm)
+        m = measure_nodule(hu, lungs, tuple(cand.centre_zyx), size_hint(cand) / voxel_mm)
         if _overlaps(m, labels):
             continue  # a second candidate on the same nodule
         kept.append((cand, m))
