@@ -94,6 +94,7 @@ def start_server(data_dir: Path, port: int, database_url: str | None) -> subproc
 def bench_ingest(zip_path: Path, data_dir: Path, url: str, key: str, repeat: int
                  ) -> tuple[list[float], list[float], str]:
     size = zip_path.stat().st_size
+    data_dir.mkdir(parents=True, exist_ok=True)
     copies, uploads = [], []
     job_id = ""
     for i in range(repeat):

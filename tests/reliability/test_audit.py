@@ -49,8 +49,10 @@ def test_every_patient_data_access_is_audited(gateway: Gateway, tmp_path: Path) 
         ]
         for call, path, _, status in calls:
             assert call(path).status_code == status, path
+    gateway.app.state.audit.flush()  # reads are written in batches (audit.FLUSH_S)
     with gateway.runtime.sessions() as session:
-        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.created_at,
+                                                             AuditEvent.id)).all()
     got = [(e.action, e.resource, e.outcome) for e in events]
     expected = [("write", f"/v1/jobs/{job_id}", 202)] + [
         (action, path, status) for _, path, action, status in calls]
@@ -69,6 +71,7 @@ def test_every_patient_data_access_is_audited(gateway: Gateway, tmp_path: Path) 
 def test_audit_rows_cannot_be_altered_by_the_application_role(gateway: Gateway) -> None:
     with gateway.client() as client:
         client.get("/v1/jobs")
+    gateway.app.state.audit.flush()
     engine = create_engine(gateway.settings.database_url)  # the application's own credentials
     refused = []
     statements = ["UPDATE audit_events SET outcome = 200", "DELETE FROM audit_events"]

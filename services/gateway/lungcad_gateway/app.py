@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from lungcad import __version__
 from lungcad.settings import Settings, get_settings
 from lungcad_gateway import openapi, problems, static
-from lungcad_gateway.audit import AuditMiddleware
+from lungcad_gateway.audit import AuditMiddleware, AuditWriter
 from lungcad_gateway.metrics import Metrics, MetricsMiddleware
 from lungcad_gateway.relay import Relay
 from lungcad_gateway.routes import feedback, health, jobs, session, viewer
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     settings = settings or get_settings()
     settings.check_safe()
     runtime = Runtime(settings)
+    audit_writer = AuditWriter(lambda: runtime.sessions())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
         finally:
             if relay is not None:
                 relay.stop()
+            audit_writer.stop()
             runtime.close()
 
     app = FastAPI(title="LungCAD API", version=__version__, description=DESCRIPTION,
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     app.include_router(feedback.router)
     static.install(app, settings)
     openapi.install(app)
-    app.add_middleware(AuditMiddleware, sessions=lambda: runtime.sessions())
+    app.state.audit = audit_writer
+    app.add_middleware(AuditMiddleware, sessions=lambda: runtime.sessions(),
+                       writer=audit_writer)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
