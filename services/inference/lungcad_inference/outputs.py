@@ -49,9 +49,12 @@ def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable
     if result.document.findings:
         rows, cols = int(headers[0].Rows), int(headers[0].Columns)
         ids = range(1, len(result.document.findings) + 1)
-        masks = labels_on_slices(result.labels, geometry, slices, rows, cols, ids)
-        if masks.any():
-            seg = nodule_segmentation(headers, masks, [f.id for f in result.document.findings],
+        # Only the slices the nodules cross are referenced: encoding is then independent of
+        # the series length (highdicom walks every source image it is given).
+        used, masks = labels_on_slices(result.labels, geometry, slices, rows, cols, ids)
+        if used:
+            seg = nodule_segmentation([headers[k] for k in used], masks,
+                                      [f.id for f in result.document.findings],
                                       model.name, model.version)
             out["seg.dcm"] = (_dicom_bytes(seg), DICOM)
     return out

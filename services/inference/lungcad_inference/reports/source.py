@@ -43,15 +43,17 @@ def pixel_world(slices: SliceTable, k: int, rows: np.ndarray, cols: np.ndarray) 
 
 
 def labels_on_slices(labels: np.ndarray, grid: Geometry, slices: SliceTable, rows: int,
-                     cols: int, ids: Iterable[int]) -> np.ndarray:
-    """Sample a label volume on the preprocessed grid at every original pixel (nearest).
+                     cols: int, ids: Iterable[int]) -> tuple[list[int], np.ndarray]:
+    """Sample a label volume on the preprocessed grid at the original pixels (nearest).
 
-    Returns ``(n_slices, rows, cols, n_ids)`` booleans, one channel per label id in ``ids``.
-    Only slices and pixels near labelled voxels are computed."""
+    Returns ``(slice indices, masks)``: the original slices that any label crosses, and their
+    ``(n, rows, cols, n_ids)`` booleans, one channel per label id in ``ids``. Only slices and
+    pixels near labelled voxels are computed (memory is bounded by the nodules, not the
+    series)."""
     ids = list(ids)
-    out = np.zeros((len(slices), rows, cols, len(ids)), bool)
+    frames: dict[int, np.ndarray] = {}
     if not ids or not labels.any():
-        return out
+        return [], np.zeros((0, rows, cols, len(ids)), bool)
     nz = np.argwhere(labels > 0)
     corners = grid.index_to_world(np.array([[a, b, c] for a in (nz[:, 0].min() - 1,
                                                                 nz[:, 0].max() + 1)
@@ -73,6 +75,13 @@ def labels_on_slices(labels: np.ndarray, grid: Geometry, slices: SliceTable, row
         index = grid.world_to_index(pixel_world(slices, int(k), rr, cc))
         sampled = ndimage.map_coordinates(labels, index.reshape(-1, 3).T, order=0, cval=0)
         sampled = sampled.reshape(rr.shape)
+        if not sampled.any():
+            continue
+        frame = np.zeros((rows, cols, len(ids)), bool)
         for channel, label in enumerate(ids):
-            out[k, r0:r1, c0:c1, channel] = sampled == label
-    return out
+            frame[r0:r1, c0:c1, channel] = sampled == label
+        frames[int(k)] = frame
+    used = sorted(frames)
+    if not used:
+        return [], np.zeros((0, rows, cols, len(ids)), bool)
+    return used, np.stack([frames[k] for k in used])
