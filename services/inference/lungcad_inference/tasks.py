@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,43 +25,13 @@ from lungcad.db.models import Artifact, FindingRow, Job, JobState
 from lungcad.errors import InvalidInput, ProcessingError, TransientError
 from lungcad.settings import get_settings
 from lungcad.storage import ObjectNotFound, ObjectStore, StorageUnavailable
-from lungcad.worker import app, sessions, store
+from lungcad.worker import app, claim_or_retry, sessions, store
 from lungcad_inference.analysis import PatientInfo
 from lungcad_inference.runner import InferenceOutput, models, run_inference
 
 log = logging.getLogger(__name__)
 MAX_TRANSIENT_RETRIES = 3
 RETRY_BACKOFF_S = (5, 30, 120)
-# A claim that meets a database outage is retried (the message would otherwise be acked and
-# the job wait for the sweeper's deadline): every CLAIM_RETRY_S, for up to ~2.5 minutes.
-CLAIM_RETRY_S = 5
-CLAIM_RETRIES = 30
-HEARTBEAT_S = 20.0  # at most; a third of the lease when the lease is shorter
-
-
-class _Heartbeat:
-    """Renews the job's lease from a side thread while the stage runs."""
-
-    def __init__(self, lease: jobs.Lease) -> None:
-        self.lease = lease
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(min(HEARTBEAT_S, self.lease.lease_s / 3)):
-            try:
-                with sessions()() as session:
-                    jobs.heartbeat(session, self.lease)
-            except OperationalError:
-                log.warning("heartbeat failed", extra={"job_id": self.lease.job_id})
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def _patient(job: Job) -> PatientInfo:
@@ -140,22 +109,14 @@ def inference(self: Any, job_id: str, attempt: int) -> None:
     """Run inference for job ``job_id`` at ``attempt`` (stale or duplicate messages drop)."""
     settings = get_settings()
     with sessions()() as session:
-        try:
-            lease = jobs.claim(session, job_id, attempt, {JobState.INFERRING}, JobState.INFERRING,
-                               stage="inference:load", deadline_s=settings.stage_deadline_s,
-                               lease_s=settings.lease_s)
-        except OperationalError as exc:  # the database is down: retry the claim later
-            session.rollback()
-            raise self.retry(exc=exc, countdown=CLAIM_RETRY_S,
-                             max_retries=CLAIM_RETRIES) from exc
+        lease = claim_or_retry(self, session, job_id, attempt, {JobState.INFERRING},
+                               JobState.INFERRING, "inference:load", settings)
         if lease is None:
-            log.info("inference message dropped (stale, duplicate or leased)",
-                     extra={"job_id": job_id, "attempt": attempt})
             return
         job = session.get(Job, job_id)
         assert job is not None
         try:
-            with _Heartbeat(lease):
+            with jobs.LeaseKeeper(sessions(), lease):
                 if not run_stage(session, lease, job, store(), settings):
                     log.info("inference result discarded: job canceled meanwhile",
                              extra={"job_id": job_id})

@@ -24,7 +24,7 @@ from lungcad.db.models import Artifact, Job, JobState
 from lungcad.errors import InvalidInput, ProcessingError, TransientError
 from lungcad.settings import get_settings
 from lungcad.storage import ObjectStore, StorageUnavailable
-from lungcad.worker import app, sessions, store
+from lungcad.worker import app, claim_or_retry, sessions, store
 from lungcad_preprocess.deid_inputs import deidentify_inputs
 from lungcad_preprocess.inputs import materialise_inputs
 from lungcad_preprocess.isolate import preprocess_isolated
@@ -34,10 +34,6 @@ from lungcad_preprocess.store import ARTIFACTS, store_preprocessed
 log = logging.getLogger(__name__)
 MAX_TRANSIENT_RETRIES = 3
 RETRY_BACKOFF_S = (5, 30, 120)
-# A claim that meets a database outage is retried (the message would otherwise be acked and
-# the job wait for the sweeper's deadline): every CLAIM_RETRY_S, for up to ~2.5 minutes.
-CLAIM_RETRY_S = 5
-CLAIM_RETRIES = 30
 CLAIMABLE = {JobState.QUEUED, JobState.PREPROCESSING}
 
 
@@ -88,17 +84,9 @@ def preprocess(self: Any, job_id: str, attempt: int) -> None:
     """Preprocess job ``job_id`` at ``attempt`` (messages for an older attempt are dropped)."""
     settings = get_settings()
     with sessions()() as session:
-        try:
-            lease = jobs.claim(session, job_id, attempt, CLAIMABLE, JobState.PREPROCESSING,
-                               stage="preprocess:download", deadline_s=settings.stage_deadline_s,
-                               lease_s=settings.lease_s)
-        except OperationalError as exc:  # the database is down: retry the claim later
-            session.rollback()
-            raise self.retry(exc=exc, countdown=CLAIM_RETRY_S,
-                             max_retries=CLAIM_RETRIES) from exc
+        lease = claim_or_retry(self, session, job_id, attempt, CLAIMABLE,
+                               JobState.PREPROCESSING, "preprocess:download", settings)
         if lease is None:
-            log.info("preprocess message dropped (stale, duplicate or leased)",
-                     extra={"job_id": job_id, "attempt": attempt})
             return
         job = session.get(Job, job_id)
         assert job is not None
