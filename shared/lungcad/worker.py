@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from lungcad.celery_app import create_celery
 from lungcad.db.models import JobState
 from lungcad.db.session import make_engine, make_sessionmaker
-from lungcad.jobs import Lease, claim
+from lungcad.jobs import Lease, claim, fail, release
 from lungcad.settings import Settings, get_settings
 from lungcad.storage import ObjectStore, make_store
 
@@ -51,3 +51,25 @@ def claim_or_retry(task: Any, session: Session, job_id: str, attempt: int,
         log.info("%s message dropped (stale, duplicate or leased)", stage.split(":")[0],
                  extra={"job_id": job_id, "attempt": attempt})
     return lease
+
+
+MAX_TRANSIENT_RETRIES = 3
+RETRY_BACKOFF_S = (5, 30, 120)
+
+
+def retry_transient(task: Any, session: Session, lease: Lease, exc: Exception) -> None:
+    """A stage hit a transient error (storage or database briefly down): give the lease back
+    and retry the task with backoff, or fail the job with ``transient_failure`` once the
+    retries are spent. Returns only in that last case; otherwise raises Celery's Retry."""
+    session.rollback()
+    try:
+        release(session, lease)
+    except OperationalError:  # the lease then simply expires
+        session.rollback()
+    retries = task.request.retries
+    if retries >= MAX_TRANSIENT_RETRIES:
+        fail(session, lease.job_id, "transient_failure",
+             f"Storage or database stayed unavailable: {exc}")
+        return
+    raise task.retry(exc=exc, countdown=RETRY_BACKOFF_S[retries],
+                     max_retries=MAX_TRANSIENT_RETRIES) from exc

@@ -25,13 +25,11 @@ from lungcad.db.models import Artifact, FindingRow, Job, JobState
 from lungcad.errors import InvalidInput, ProcessingError, TransientError
 from lungcad.settings import get_settings
 from lungcad.storage import ObjectNotFound, ObjectStore, StorageUnavailable
-from lungcad.worker import app, claim_or_retry, sessions, store
+from lungcad.worker import app, claim_or_retry, retry_transient, sessions, store
 from lungcad_inference.analysis import PatientInfo
 from lungcad_inference.runner import InferenceOutput, models, run_inference
 
 log = logging.getLogger(__name__)
-MAX_TRANSIENT_RETRIES = 3
-RETRY_BACKOFF_S = (5, 30, 120)
 
 
 def _patient(job: Job) -> PatientInfo:
@@ -133,18 +131,7 @@ def inference(self: Any, job_id: str, attempt: int) -> None:
             jobs.fail(session, job_id, "preprocessed_data_missing",
                       f"The preprocessed volume is missing from storage ({exc}).", lease=lease)
         except (TransientError, StorageUnavailable, OperationalError) as exc:
-            session.rollback()
-            try:
-                jobs.release(session, lease)
-            except OperationalError:
-                session.rollback()
-            retries = self.request.retries
-            if retries >= MAX_TRANSIENT_RETRIES:
-                jobs.fail(session, job_id, "transient_failure",
-                          f"Storage or database stayed unavailable: {exc}")
-                return
-            raise self.retry(exc=exc, countdown=RETRY_BACKOFF_S[retries],
-                             max_retries=MAX_TRANSIENT_RETRIES) from exc
+            retry_transient(self, session, lease, exc)
         except Exception as exc:  # noqa: BLE001 - any other crash: fail with a specific code
             session.rollback()
             log.exception("inference crashed", extra={"job_id": job_id})

@@ -24,7 +24,7 @@ from lungcad.db.models import Artifact, Job, JobState
 from lungcad.errors import InvalidInput, ProcessingError, TransientError
 from lungcad.settings import get_settings
 from lungcad.storage import ObjectStore, StorageUnavailable
-from lungcad.worker import app, claim_or_retry, sessions, store
+from lungcad.worker import app, claim_or_retry, retry_transient, sessions, store
 from lungcad_preprocess.deid_inputs import deidentify_inputs
 from lungcad_preprocess.inputs import materialise_inputs
 from lungcad_preprocess.isolate import preprocess_isolated
@@ -32,8 +32,6 @@ from lungcad_preprocess.pipeline import PreprocessOptions
 from lungcad_preprocess.store import ARTIFACTS, store_preprocessed
 
 log = logging.getLogger(__name__)
-MAX_TRANSIENT_RETRIES = 3
-RETRY_BACKOFF_S = (5, 30, 120)
 CLAIMABLE = {JobState.QUEUED, JobState.PREPROCESSING}
 
 
@@ -103,15 +101,4 @@ def preprocess(self: Any, job_id: str, attempt: int) -> None:
             if exc.code != "canceled":
                 jobs.fail(session, job_id, exc.code, exc.message, lease=lease)
         except (TransientError, StorageUnavailable, OperationalError) as exc:
-            session.rollback()
-            try:
-                jobs.release(session, lease)
-            except OperationalError:  # the lease then simply expires
-                session.rollback()
-            retries = self.request.retries
-            if retries >= MAX_TRANSIENT_RETRIES:
-                jobs.fail(session, job_id, "transient_failure",
-                          f"Storage or database stayed unavailable: {exc}")
-                return
-            raise self.retry(exc=exc, countdown=RETRY_BACKOFF_S[retries],
-                             max_retries=MAX_TRANSIENT_RETRIES) from exc
+            retry_transient(self, session, lease, exc)
