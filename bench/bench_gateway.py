@@ -9,7 +9,8 @@ object store on the same disk as the plain copy), then:
 1. ingest: POSTs a zip of synthetic CT slices (``--size-mb``) and times it against a plain
    ``shutil.copyfile`` of the same bytes on the same disk, in the same run;
 2. poll: drives GET /v1/jobs/{id} at a fixed open-loop rate from this process over loopback
-   and reports p50/p99 latency.
+   with ``bench/loadgen.py`` (keep-alive connections, latency counted from each request's
+   scheduled time) and reports p50/p99 latency.
 
 Prints a table of medians. Target: ingest >= 50% of the plain-copy rate; p99 poll < 20 ms.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from loadgen import run_load
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -117,31 +119,6 @@ def bench_ingest(zip_path: Path, data_dir: Path, url: str, key: str, repeat: int
     return copies, uploads, job_id
 
 
-async def _poll(url: str, key: str, job_id: str, rate: float, seconds: float) -> list[float]:
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                                 limits=limits, timeout=10) as client:
-        async def one() -> None:
-            start = time.perf_counter()
-            response = await client.get(f"/v1/jobs/{job_id}")
-            response.raise_for_status()
-            latencies.append((time.perf_counter() - start) * 1000)
-
-        for _ in range(20):  # warm the connection pool
-            await one()
-        latencies.clear()
-        tasks = []
-        begin = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = begin + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    return latencies
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=150)
@@ -160,12 +137,16 @@ def main() -> None:
         try:
             copies, uploads, job_id = bench_ingest(zip_path, root / "data", url,
                                                    server.key, args.repeat)  # type: ignore[attr-defined]
-            latencies = asyncio.run(_poll(url, server.key, job_id, args.rate,  # type: ignore[attr-defined]
-                                          args.seconds))
+            load = asyncio.run(run_load(f"{url}/v1/jobs/{job_id}",
+                                        {"Authorization": f"Bearer {server.key}"},  # type: ignore[attr-defined]
+                                        args.rate, args.seconds))
         finally:
             server.terminate()
             server.wait(timeout=30)
     size_mb = zip_path.stat().st_size / 1e6 if zip_path.exists() else args.size_mb
+    if load.errors:
+        print(f"poll errors: {len(load.errors)} (first: {load.errors[0]})")
+    latencies = load.latencies_ms
     quantiles = statistics.quantiles(latencies, n=100)
     copy_rate, upload_rate = statistics.median(copies), statistics.median(uploads)
     db = "postgres" if args.database_url else "sqlite"
@@ -182,8 +163,9 @@ def main() -> None:
     p99 = quantiles[98]
     print(f"{f'poll p99 at {args.rate:.0f} req/s (ms)':<42}{p99:>12.2f}  < 20 "
           f"{'PASS' if p99 < 20 else 'FAIL'}")
-    print(f"(ingest: {args.repeat} runs; poll: {len(latencies)} requests over "
-          f"{args.seconds:.0f} s, open loop)")
+    print(f"(ingest: {args.repeat} runs, httpx client; poll: {len(latencies)} requests over "
+          f"{args.seconds:.0f} s, open loop from bench/loadgen.py, latency from the scheduled "
+          f"send time, {load.connections} connections)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from lungcad.db.models import ApiKey, Tenant
 from lungcad.db.types import utcnow
@@ -58,7 +58,8 @@ def revoke_key(session: Session, key_or_prefix: str) -> int:
 def tenant_for_key(session: Session, key: str) -> Tenant | None:
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    api_key = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+    api_key = session.scalars(select(ApiKey).options(joinedload(ApiKey.tenant))
+                              .where(ApiKey.key_hash == hash_key(key))).first()
     if api_key is None or api_key.revoked_at is not None:
         return None
     return api_key.tenant

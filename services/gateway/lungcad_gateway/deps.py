@@ -17,14 +17,14 @@ from lungcad_gateway.routes.session import tenant_from_cookie
 from lungcad_gateway.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings_dep(runtime: RuntimeDep) -> Settings:
+async def get_settings_dep(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
@@ -36,7 +36,7 @@ def get_db(runtime: RuntimeDep) -> Iterator[Session]:
         session.close()
 
 
-def get_store(runtime: RuntimeDep) -> ObjectStore:
+async def get_store(runtime: RuntimeDep) -> ObjectStore:
     return runtime.store
 
 
@@ -53,6 +53,11 @@ def api_key_from(request: Request) -> str | None:
 
 
 def current_tenant(request: Request, session: SessionDep, runtime: RuntimeDep) -> Tenant:
+    return authenticate(request, session, runtime)
+
+
+def authenticate(request: Request, session: Session, runtime: Runtime) -> Tenant:
+    """The tenant of the request's API key or dashboard session; raises Unauthorized."""
     key = api_key_from(request)
     if key:
         runtime.rate_limiter.check(key)  # before the key lookup: a flood costs no queries
