@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from lungcad import __version__
+from lungcad.ingest import header_pool
 from lungcad.settings import Settings, get_settings
 from lungcad_gateway import openapi, problems, static
 from lungcad_gateway.audit import AuditMiddleware, AuditWriter
@@ -38,12 +40,15 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
         relay = Relay(runtime) if run_relay else None
         if relay is not None:
             relay.start()
+        threading.Thread(target=header_pool.warm, args=(settings.header_workers,),
+                         name="header-pool-warm", daemon=True).start()
         try:
             yield
         finally:
             if relay is not None:
                 relay.stop()
             audit_writer.stop()
+            header_pool.shutdown()
             runtime.close()
 
     app = FastAPI(title="LungCAD API", version=__version__, description=DESCRIPTION,
