@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -26,7 +27,14 @@ import pytest
 
 from lungcad import synthetic
 from lungcad.settings import Settings
-from tests.conftest import ROOT, make_settings, settings_env, start_gateway
+from tests.conftest import (
+    ROOT,
+    create_api_key,
+    free_port,
+    make_settings,
+    settings_env,
+    start_gateway,
+)
 
 FIGURES = ROOT / "test-artifacts" / "reliability" / "figures.jsonl"
 WEIGHTS = ROOT / "services/inference/lungcad_inference/weights"
@@ -115,24 +123,20 @@ def preprocessed(job: dict) -> bool:
     return job["state"] in TERMINAL or job["state"] == "inferring"
 
 
-class ChaosWorker:
-    """A real Celery worker (``tests.reliability.chaos_worker``) that records every stage run in
-    a ledger and can be told to misbehave (see that module)."""
+class ChildProcess:
+    """``python -m <argv>`` in its own process with ``settings`` (a worker, a relay, a gateway),
+    its output in a log file under the data folder."""
 
-    def __init__(self, settings: Settings, queues: str, ledger: Path, name: str = "w",
-                 stub_detector: bool = not HAS_WEIGHTS, extra_env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, argv: list[str], name: str,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = settings_env(settings)
-        env["LUNGCAD_CHAOS_LEDGER"] = str(ledger)
-        env["LUNGCAD_CHAOS_STUB_DETECTOR"] = "1" if stub_detector else ""
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
         env.update(extra_env or {})
-        self.log = settings.data_dir / f"chaos-{name}-{time.monotonic_ns()}.log"
+        self.log = settings.data_dir / f"{name}-{time.monotonic_ns()}.log"
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "tests.reliability.chaos_worker", "-Q", queues,
-             "-n", f"{name}-{queues.replace(',', '-')}@%h"],
-            env=env, cwd=ROOT, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            [sys.executable, "-m", *argv], env=env, cwd=ROOT, stdout=open(self.log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -154,29 +158,123 @@ class ChaosWorker:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+class ChaosWorker(ChildProcess):
+    """A real Celery worker (``tests.reliability.chaos_worker``) that records every stage run in
+    a ledger and can be told to misbehave (see that module)."""
+
+    def __init__(self, settings: Settings, queues: str, ledger: Path, name: str = "w",
+                 stub_detector: bool = not HAS_WEIGHTS, extra_env: dict[str, str] | None = None
+                 ) -> None:
+        env = {"LUNGCAD_CHAOS_LEDGER": str(ledger),
+               "LUNGCAD_CHAOS_STUB_DETECTOR": "1" if stub_detector else "", **(extra_env or {})}
+        super().__init__(settings, ["tests.reliability.chaos_worker", "-Q", queues,
+                                    "-n", f"{name}-{queues.replace(',', '-')}@%h"],
+                         f"chaos-{name}", env)
+
+
+class GatewayProcess(ChildProcess):
+    """``lungcad serve`` (no workers; its relay in process unless ``relay=False``, as compose
+    runs it) on a free loopback port, migrated and with an API key, in its own process: a gateway
+    the test can SIGKILL. ``module``: the CLI to run it with (``tests.reliability.chaos_relay``
+    for an instrumented relay)."""
+
+    def __init__(self, settings: Settings, relay: bool = True, module: str = "lungcad.cli",
+                 extra_env: dict[str, str] | None = None) -> None:
+        from lungcad_gateway.migrate import upgrade
+
+        upgrade(settings)
+        self.key = create_api_key(settings, "hospital-a")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(settings, [module, "serve", "--host", "127.0.0.1", "--port",
+                                    str(self.port), "--no-workers", "--no-migrate",
+                                    *([] if relay else ["--no-relay"])], "gateway", extra_env)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or not self.alive():
+                self.kill()
+                raise RuntimeError(f"gateway did not start: {self.output()[-2000:]}")
+            time.sleep(0.1)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"},
+                            timeout=60)
+
+
+class Uploads:
+    """Threads that each POST ``files`` to /v1/jobs in a loop until stopped. ``answers``: one
+    (start, status, seconds, Retry-After, job id, problem code) per request; status 0 is an
+    exception (its name in place of the code): a reset, a refused connection, a timeout."""
+
+    def __init__(self, client: Any, files: list[tuple[str, tuple[str, bytes]]],
+                 threads: int = 3, timeout_s: float = 30.0, pause_s: float = 0.02) -> None:
+        self.answers: list[tuple[float, int, float, str | None, str | None, str | None]] = []
+        self._stop = threading.Event()
+        self._client, self._files, self._timeout, self._pause = client, files, timeout_s, pause_s
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with self._client() as client:
+            client.timeout = httpx.Timeout(self._timeout)
+            while not self._stop.is_set():
+                t = time.monotonic()
+                try:
+                    r = client.post("/v1/jobs", files=self._files)
+                    body = r.json() if r.headers.get("content-type", "").endswith("json") else {}
+                    self.answers.append((t, r.status_code, time.monotonic() - t,
+                                         r.headers.get("retry-after"),
+                                         body.get("id") if r.status_code == 202 else None,
+                                         body.get("code")))
+                except Exception as exc:  # noqa: BLE001 - a hang or reset is an answer here
+                    self.answers.append((t, 0, time.monotonic() - t, None, None,
+                                         type(exc).__name__))
+                self._stop.wait(self._pause)
+
+    def accepted(self) -> list[str]:
+        return [a[4] for a in self.answers if a[4]]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
 def read_ledger(ledger: Path) -> list[dict]:
     if not ledger.exists():
         return []
     return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
 
 
-def marked_zip(marker: str, seed: int = 0) -> bytes:
-    """:func:`tiny_ct_zip` with ``marker`` in one file's ImageComments (see chaos_worker)."""
+def edit_zip(payload: bytes, edit: Any, first_only: bool = False) -> bytes:
+    """A copy of a zip of DICOM files with ``edit(dataset)`` applied to each (or the first)."""
     import pydicom
 
-    source = zipfile.ZipFile(io.BytesIO(tiny_ct_zip(seed)))
+    source = zipfile.ZipFile(io.BytesIO(payload))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
         for index, name in enumerate(source.namelist()):
             data = source.read(name)
-            if index == 0:
+            if index == 0 or not first_only:
                 ds = pydicom.dcmread(io.BytesIO(data))
-                ds.ImageComments = marker
+                edit(ds)
                 raw = io.BytesIO()
                 ds.save_as(raw)
                 data = raw.getvalue()
             out.writestr(name, data)
     return buffer.getvalue()
+
+
+def marked_zip(marker: str, seed: int = 0) -> bytes:
+    """:func:`tiny_ct_zip` with ``marker`` in one file's ImageComments (see chaos_worker)."""
+    return edit_zip(tiny_ct_zip(seed), lambda ds: setattr(ds, "ImageComments", marker),
+                    first_only=True)
 
 
 def fault_settings(tmp_path: Path, request: pytest.FixtureRequest, **overrides: Any) -> Settings:
@@ -221,8 +319,6 @@ class PrivatePostgres:
         import glob
         import shutil
         import tempfile
-
-        from tests.conftest import free_port
 
         # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
         folder = Path(tempfile.mkdtemp(prefix="lungcad-pg-"))
@@ -277,8 +373,6 @@ class PrivateRedis:
     """A disposable redis-server on its own port, with or without AOF persistence."""
 
     def __init__(self, folder: Path, appendonly: bool = True) -> None:
-        from tests.conftest import free_port
-
         self.folder = folder
         self.port = free_port()
         self.appendonly = appendonly
