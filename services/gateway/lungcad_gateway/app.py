@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lungcad import __version__
 from lungcad.ingest import header_pool
@@ -27,6 +29,27 @@ signed webhook, then fetch the findings, DICOM SR and SEG.
 **Research use, not for clinical diagnosis.**
 
 Errors are RFC 9457 `application/problem+json` documents with a stable `code`."""
+
+
+class NoSniffMiddleware:
+    """Pure ASGI middleware: ``X-Content-Type-Options: nosniff`` on every response. Nginx adds
+    it in compose; in the embedded mode clients reach the gateway directly, and its JSON carries
+    values from the uploads (patient ID, descriptions) that no browser may sniff as HTML."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
 
 def create_app(settings: Settings | None = None, run_relay: bool = True) -> FastAPI:
@@ -67,4 +90,5 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     app.add_middleware(AuditMiddleware, sessions=lambda: runtime.sessions(),
                        writer=audit_writer)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(NoSniffMiddleware)
     return app
