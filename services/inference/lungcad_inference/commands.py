@@ -44,18 +44,40 @@ def _load_studies(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
                        threads=args.threads) for p in args.studies]
 
 
+def _train_device(args: argparse.Namespace) -> dict[str, object] | None:
+    """``device`` and ``amp`` config overrides from ``--device`` / ``--amp``; ``None`` (after
+    saying why) when the device asked for is not there."""
+    from lungcad_inference.training.device import amp_enabled, resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return None
+    amp = amp_enabled(device, args.amp)
+    if args.amp and not amp:
+        print("train: --amp ignored on the CPU (mixed precision is used on CUDA only)",
+              file=sys.stderr)
+    log.info("training device", extra={"device": device, "amp": amp})
+    return {"device": device, "amp": amp}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from lungcad_inference.data.vois import load_vois
     from lungcad_inference.training import experiments
 
+    placement = _train_device(args)
+    if placement is None:
+        return 2
     out = Path(args.out)
     vois = load_vois(Path(args.vois), _cache_dir(args), _rule(args))
     if args.model == "malignancy":
         from lungcad_inference.training.train_malignancy import CONFIGS
 
         config = dataclasses.replace(CONFIGS[args.config], seed=args.seed, threads=args.threads,
+                                     **placement,
                                      **({"epochs": args.epochs} if args.epochs else {}))
         result = experiments.run_malignancy(vois, config, out, cv=not args.no_cv,
                                             ship=args.ship)
@@ -72,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("train detector needs --studies", file=sys.stderr)
             return 2
         config = dataclasses.replace(DCONF[args.config], seed=args.seed, threads=args.threads,
-                                     **({"iterations": args.iterations}
+                                     **placement, **({"iterations": args.iterations}
                                         if args.iterations else {}))
         result = experiments.run_detection(_load_studies(args), vois, config, out,
                                            cv=not args.no_cv, ship=args.ship,
@@ -169,7 +191,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t = sub.add_parser("train", help="train the detector or the malignancy model (with CV)")
     t.add_argument("model", choices=("detector", "malignancy"))
     t.add_argument("--config", choices=("small", "large"), default="small",
-                   help="small: 2-core CPU; large: GPU")
+                   help="small: 2-core CPU; large: GPU (with --device cuda or auto)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train: auto = cuda when torch sees a GPU, else cpu")
+    t.add_argument("--amp", action="store_true",
+                   help="mixed precision (float16 autocast + gradient scaling), CUDA only")
     t.add_argument("--vois", required=True, help="lidc-nodule-vois.zip (or folder)")
     t.add_argument("--studies", nargs="*", default=[], help="full studies (zip/folder/.mhd)")
     t.add_argument("--out", required=True, help="run folder")

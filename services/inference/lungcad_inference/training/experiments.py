@@ -80,7 +80,8 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
             model, summary = train_detector(train, pool, fold_config, fold_dir, progress)
             save_weights(model, config.network_kwargs(), fold_dir / "detector.pt",
                          {"summary": summary})
-            models = load_models("cpu", config.threads, detector_path=fold_dir / "detector.pt",
+            models = load_models(config.device, config.threads,
+                                 detector_path=fold_dir / "detector.pt",
                                  malignancy_path=fold_dir / "none.pt", threshold=0.5)
             scan, c = scan_result(models, held)
             scans.append(scan)

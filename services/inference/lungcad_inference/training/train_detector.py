@@ -1,5 +1,6 @@
 """Detector training loop: AdamW, linear warm-up then cosine learning rate, progress bar,
-periodic checkpoints, deterministic seeds."""
+periodic checkpoints (CPU tensors), deterministic seeds; on ``config.device`` (batches are
+built on the CPU and moved there), with optional mixed precision on CUDA."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class DetectorTrainConfig:
     seed: int = 0
     threads: int = 2
     checkpoint_every: int = 250
+    device: str = "cpu"  # "cpu" or "cuda" (resolved by the CLI from --device)
+    amp: bool = False  # float16 autocast + GradScaler, CUDA only
     insertion: InsertionConfig = field(default_factory=InsertionConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -58,7 +61,8 @@ def lr_at(step: int, config: DetectorTrainConfig) -> float:
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     t = (step - config.warmup) / max(1, config.iterations - config.warmup)
-    return config.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t)))
+    # a Python float, so checkpoints (optimizer param groups) load with weights_only=True
+    return float(config.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t))))
 
 
 def make_batch(rng: np.random.Generator, prepared: list[Any], bank: Any,
@@ -90,13 +94,21 @@ def make_batch(rng: np.random.Generator, prepared: list[Any], bank: Any,
 
 def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainConfig,
                    out_dir: Path, progress: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Train on lesions inserted into ``studies``; returns the model and a history dict."""
+    """Train on lesions inserted into ``studies``; returns the model (in eval mode, on
+    ``config.device``) and a history dict."""
     import torch
     from tqdm import tqdm
 
     from lungcad_inference.networks import NoduleDetector
     from lungcad_inference.training.detector_data import LesionBank, prepare_study
     from lungcad_inference.training.detector_targets import detector_loss
+    from lungcad_inference.training.device import (
+        amp_enabled,
+        autocast,
+        cpu_copy,
+        grad_scaler,
+        to_device,
+    )
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -107,8 +119,10 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
     log.info("detector data ready", extra={"studies": [s.name for s in studies],
                                            "real_lesions": len(bank.real),
                                            "prep_s": round(time.perf_counter() - t0, 1)})
-    model = NoduleDetector(**config.network_kwargs())
+    model = NoduleDetector(**config.network_kwargs()).to(config.device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    amp = amp_enabled(config.device, config.amp)
+    scaler = grad_scaler(amp)
     history: dict[str, list[float]] = {"loss": [], "focal": [], "size": [], "offset": []}
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(range(config.iterations), desc="detector", disable=not progress, mininterval=5)
@@ -117,21 +131,27 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
         for g in opt.param_groups:
             g["lr"] = lr_at(step, config)
         x, t = make_batch(rng, prepared, bank, config)
-        loss, parts = detector_loss(model(x), t)
+        x, t = x.to(config.device, non_blocking=True), to_device(t, config.device)
+        with autocast(config.device, amp):
+            out = model(x)
+        loss, parts = detector_loss(out.float(), t)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        history["loss"].append(float(loss))
+        scaler.step(opt)
+        scaler.update()
+        history["loss"].append(float(loss.detach()))
         for k, v in parts.items():
             history[k].append(v)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(history['loss'][-50:]):.3f}",
                             lr=f"{g['lr']:.1e}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.iterations:
-            torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                        "step": step + 1, "network": config.network_kwargs()},
-                       out_dir / "detector_checkpoint.pt")
+            torch.save({"state_dict": cpu_copy(model.state_dict()),
+                        "optimizer": cpu_copy(opt.state_dict()),
+                        "scaler": scaler.state_dict(), "step": step + 1,
+                        "network": config.network_kwargs()}, out_dir / "detector_checkpoint.pt")
     model.eval()
     summary = {"wall_s": round(time.perf_counter() - t0, 1), "config": asdict(config),
                "final_loss": float(np.mean(history["loss"][-100:])),

@@ -30,6 +30,8 @@ class MalignancyTrainConfig:
     seed: int = 0
     threads: int = 2
     use_size: bool = True
+    device: str = "cpu"  # "cpu" or "cuda" (resolved by the CLI from --device)
+    amp: bool = False  # float16 autocast + GradScaler, CUDA only
 
     def network_kwargs(self) -> dict[str, Any]:
         return {"spatial_dims": 3, "in_channels": 1, "out_channels": 1,
@@ -49,16 +51,19 @@ def _features(data: MalignancySet) -> np.ndarray:
 
 def train_malignancy(data: MalignancySet, config: MalignancyTrainConfig,
                      progress: bool = True) -> Any:
-    """Train :class:`MalignancyNet` on ``data`` (labels 0/1); returns it in eval mode."""
+    """Train :class:`MalignancyNet` on ``data`` (labels 0/1) on ``config.device``; returns it
+    in eval mode, on that device. Batches are augmented on the CPU, then moved."""
     import torch
     from tqdm import tqdm
 
     from lungcad_inference.networks import MalignancyNet
+    from lungcad_inference.training.device import amp_enabled, autocast, grad_scaler
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
-    model = MalignancyNet(**config.network_kwargs())
+    dev = config.device
+    model = MalignancyNet(**config.network_kwargs()).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(data.labels)
     steps = config.epochs * int(np.ceil(n / config.batch))
@@ -67,7 +72,9 @@ def train_malignancy(data: MalignancySet, config: MalignancyTrainConfig,
     feats = torch.from_numpy(_features(data))
     y = torch.from_numpy(data.labels.astype(np.float32))
     pos_weight = torch.tensor(float((y == 0).sum()) / max(1.0, float((y == 1).sum())))
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight).to(dev)
+    amp = amp_enabled(dev, config.amp)
+    scaler = grad_scaler(amp)
     model.train()
     bar = tqdm(range(config.epochs), desc="malignancy", disable=not progress, mininterval=5)
     for _ in bar:
@@ -75,12 +82,15 @@ def train_malignancy(data: MalignancySet, config: MalignancyTrainConfig,
         losses = []
         for b in range(0, n, config.batch):
             idx = order[b:b + config.batch]
-            x = torch.from_numpy(augment_batch(rng, data.images[idx], True)[:, None])
-            logit = model(x, feats[idx] if config.use_size else None)[:, 0]
-            loss = loss_fn(logit, y[idx])
+            x = torch.from_numpy(augment_batch(rng, data.images[idx], True)[:, None]).to(dev)
+            f = feats[idx].to(dev) if config.use_size else None
+            with autocast(dev, amp):
+                logit = model(x, f)[:, 0]
+            loss = loss_fn(logit.float(), y[idx].to(dev))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(losses):.3f}")
@@ -88,16 +98,21 @@ def train_malignancy(data: MalignancySet, config: MalignancyTrainConfig,
 
 
 def predict_malignancy(model: Any, data: MalignancySet, use_size: bool = True) -> np.ndarray:
+    """Malignancy probabilities of ``data``, computed on the model's device."""
     import torch
 
+    from lungcad_inference.training.device import module_device
+
+    dev = module_device(model)
     rng = np.random.default_rng(0)
     probs = []
     with torch.inference_mode():
         for b in range(0, len(data.labels), 64):
             sl = slice(b, b + 64)
-            x = torch.from_numpy(augment_batch(rng, data.images[sl], False)[:, None])
-            f = torch.from_numpy(_features(data.subset(np.arange(len(data.labels))[sl])))
-            probs.append(torch.sigmoid(model(x, f if use_size else None)[:, 0]).numpy())
+            x = torch.from_numpy(augment_batch(rng, data.images[sl], False)[:, None]).to(dev)
+            f = torch.from_numpy(_features(data.subset(np.arange(len(data.labels))[sl]))).to(dev)
+            logit = model(x, f if use_size else None)[:, 0]
+            probs.append(torch.sigmoid(logit.float()).cpu().numpy())
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
