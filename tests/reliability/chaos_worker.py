@@ -8,9 +8,6 @@ Environment:
   find two runs of one job that overlapped;
 - ``LUNGCAD_CHAOS_SLOW_S``: sleep this long inside each stage (a wider window for kills, or a
   stage longer than the broker's visibility timeout);
-- ``LUNGCAD_CHAOS_STUB_DETECTOR``: replace the detector (which needs trained weights) by one that
-  reports the densest voxel inside the lungs as a nodule; everything else of the inference stage
-  (measurement, scoring, SR/SEG/key images, storage, the database transaction) runs for real.
 
 Poison inputs: a DICOM whose bytes hold ``CHAOS-SEGV`` makes the parser child die of SIGSEGV,
 ``CHAOS-HANG`` makes it hang, and ``CHAOS-KILL-WORKER`` makes it SIGKILL the worker itself,
@@ -88,30 +85,6 @@ def _install_poison() -> None:
     isolate.preprocess_path = preprocess_path
 
 
-def _stub_detector() -> None:
-    import lungcad_inference
-    import lungcad_inference.tasks as tasks
-
-    class Stub:
-        name = "stub-detector"
-        version = "test-0"
-
-    def detect(models: Any, hu: Any, lungs: Any, geometry: Any) -> list[Any]:
-        """One candidate at the densest voxel inside the lungs (a synthetic nodule)."""
-        import numpy as np
-
-        from lungcad_inference.inference import Candidate
-
-        inside = np.where(lungs > 0, hu, -2000)
-        z, y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
-        centre = (float(z), float(y), float(x))
-        world = tuple(float(v) for v in geometry.index_to_world(centre))
-        return [Candidate(centre, world, 8.0, 0.9, 0.2, 8.0)]
-
-    tasks.models = lambda *a, **k: Stub()  # type: ignore[assignment]
-    lungcad_inference.detect = detect  # type: ignore[attr-defined]
-
-
 def main() -> None:
     import lungcad_inference.tasks as inference_tasks
     import lungcad_preprocess.tasks as preprocess_tasks
@@ -120,8 +93,6 @@ def main() -> None:
     _instrument(preprocess_tasks, "run_preprocess", "preprocess")
     _instrument(inference_tasks, "run_stage", "inference")
     _install_poison()
-    if os.environ.get("LUNGCAD_CHAOS_STUB_DETECTOR"):
-        _stub_detector()
     app.worker_main(["worker", "--pool", "solo", "--loglevel", "INFO", "--without-gossip",
                      "--without-mingle", "--without-heartbeat", *sys.argv[1:]])
 

@@ -37,8 +37,6 @@ from tests.conftest import (
 )
 
 FIGURES = ROOT / "test-artifacts" / "reliability" / "figures.jsonl"
-WEIGHTS = ROOT / "services/inference/lungcad_inference/weights"
-HAS_WEIGHTS = any(WEIGHTS.glob("detector*"))
 TERMINAL = {"succeeded", "failed", "canceled"}
 
 
@@ -163,10 +161,8 @@ class ChaosWorker(ChildProcess):
     a ledger and can be told to misbehave (see that module)."""
 
     def __init__(self, settings: Settings, queues: str, ledger: Path, name: str = "w",
-                 stub_detector: bool = not HAS_WEIGHTS, extra_env: dict[str, str] | None = None
-                 ) -> None:
-        env = {"LUNGCAD_CHAOS_LEDGER": str(ledger),
-               "LUNGCAD_CHAOS_STUB_DETECTOR": "1" if stub_detector else "", **(extra_env or {})}
+                 extra_env: dict[str, str] | None = None) -> None:
+        env = {"LUNGCAD_CHAOS_LEDGER": str(ledger), **(extra_env or {})}
         super().__init__(settings, ["tests.reliability.chaos_worker", "-Q", queues,
                                     "-n", f"{name}-{queues.replace(',', '-')}@%h"],
                          f"chaos-{name}", env)

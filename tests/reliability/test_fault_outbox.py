@@ -5,8 +5,8 @@ The job row and its dispatch outbox row are one transaction; the relay publishes
 then marks them published. A kill leaves rows committed but not published (a later relay
 publishes them) or published but not marked (published again: the claim drops the copy). The
 relay here is the real one, instrumented (``chaos_relay``: each publish recorded and slowed, so a
-kill lands inside a batch); the recovering relay is the plain product. Inference runs with the
-stub detector (see chaos_worker): the test is about dispatch, not about the model.
+kill lands inside a batch); the recovering relay is the plain product. Workers run the real
+stages with the shipped detector.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _settings(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
 
 
 def _workers(settings: Any, ledger: Path) -> list[ChaosWorker]:
-    return [ChaosWorker(settings, stage, ledger, name=stage, stub_detector=True)
+    return [ChaosWorker(settings, stage, ledger, name=stage)
             for stage in STAGES]
 
 

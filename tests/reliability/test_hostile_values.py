@@ -78,8 +78,7 @@ def test_script_in_dicom_and_fields_never_served_as_html(tmp_path: Path,
                                                          request: pytest.FixtureRequest) -> None:
     settings = fault_settings(tmp_path, request)
     server, gw = start_gateway(settings)
-    worker = ChaosWorker(settings, "preprocess,inference", tmp_path / "ledger.jsonl",
-                         stub_detector=True)
+    worker = ChaosWorker(settings, "preprocess,inference", tmp_path / "ledger.jsonl")
     try:
         with gw.client() as client:
             accepted = submit(client, edit_zip(tiny_ct_zip(seed=5), _hostile), f"{IMG}.zip")

@@ -1,9 +1,7 @@
 """SIGKILL a worker at a random point of a job, across both worker kinds: every job still ends
 ``succeeded`` with exactly one result, and no stage of a job ever ran twice at the same time.
 
-Without trained weights (services/inference/lungcad_inference/weights) the inference worker
-runs with a stub detector (see chaos_worker); everything else of the stage,
-its storage and its database transaction is real. With weights the real detector runs.
+The workers run the real stages with the shipped detector weights.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from sqlalchemy import func, select
 from lungcad.db.models import Artifact, FindingRow
 from tests.conftest import start_gateway
 from tests.reliability.conftest import (
-    HAS_WEIGHTS,
     TERMINAL,
     ChaosWorker,
     fault_settings,
@@ -98,7 +95,7 @@ def run_kills(tmp_path: Path, request: pytest.FixtureRequest, kills: int) -> Non
                succeeded=states["succeeded"], lost=len(lost), duplicated=len(duplicated),
                concurrent_runs=len(concurrent), duplicate_findings=duplicate_findings,
                attempts=dict(Counter(j["attempts"] for j in jobs.values())),
-               detector="trained" if HAS_WEIGHTS else "stub", seconds=round(elapsed, 1))
+               seconds=round(elapsed, 1))
         assert len(killed) == kills
         assert not lost, {i: (jobs[i]["state"], jobs[i]["error_code"]) for i in lost}
         assert not duplicated and not concurrent and duplicate_findings == 0
