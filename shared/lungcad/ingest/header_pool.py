@@ -13,9 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
-import os
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -55,27 +53,14 @@ def summarize_files(files: Sequence[tuple[Path, int, str]]) -> list[DicomSummary
     return out
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Pool-process initializer: exit as soon as the gateway is gone, even when it was killed
-    before it could shut the pool down (the reader would otherwise wait on its queue forever)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-gateway", daemon=True).start()
-
-
 def _get_pool(workers: int) -> ProcessPoolExecutor:
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size != workers:
-            # spawn: children start from a clean interpreter, not a copy of the gateway with
-            # its threads and connections, and stay the gateway's own children
-            context = multiprocessing.get_context("spawn")
-            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                        initializer=_exit_with_parent, initargs=(os.getpid(),))
+            # forkserver: children start from a clean interpreter, not a copy of the gateway
+            # with its threads and connections
+            context = multiprocessing.get_context("forkserver")
+            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
             _pool_size = workers
         return _pool
 
