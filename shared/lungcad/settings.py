@@ -72,9 +72,6 @@ class Settings(BaseSettings):
     max_zip_expanded_bytes: int = 8 * 1024**3
     max_zip_ratio: float = 100.0
     upload_spool_dir: Path | None = None
-    # Processes that read the DICOM headers of large uploads (>= 64 files) in the gateway, so
-    # that pydicom does not hold the API's GIL; 0 or 1 reads them in the request's thread.
-    header_workers: int = Field(default=2, ge=0, le=64)
 
     # Jobs.
     max_attempts: int = 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +11,6 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lungcad import __version__
-from lungcad.ingest import header_pool
 from lungcad.settings import Settings, get_settings
 from lungcad_gateway import openapi, problems, static
 from lungcad_gateway.audit import AuditMiddleware, AuditWriter
@@ -63,15 +61,12 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
         relay = Relay(runtime) if run_relay else None
         if relay is not None:
             relay.start()
-        threading.Thread(target=header_pool.warm, args=(settings.header_workers,),
-                         name="header-pool-warm", daemon=True).start()
         try:
             yield
         finally:
             if relay is not None:
                 relay.stop()
             audit_writer.stop()
-            header_pool.shutdown()
             runtime.close()
 
     app = FastAPI(title="LungCAD API", version=__version__, description=DESCRIPTION,

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path, PurePosixPath
 
 from lungcad.errors import InvalidInput
-from lungcad.ingest import header_pool, volume_files
+from lungcad.ingest import volume_files
 from lungcad.ingest.archive import ZipLimits, check_zip, open_zip
-from lungcad.ingest.dicom_header import DicomSummary
+from lungcad.ingest.dicom_header import DicomSummary, read_summary
 from lungcad.settings import Settings
 
 EXTENSIONS = {"dicom": ".dcm", "zip": ".zip", "nifti": ".nii", "nifti_gz": ".nii.gz",
@@ -103,21 +102,24 @@ def _check_dicom_set(summaries: list[DicomSummary], where: str) -> UploadSummary
 
 
 def inspect_zip(part: UploadPart, settings: Settings) -> UploadSummary:
+    summaries = []
     with open_zip(part.path) as zf:
-        names = [info.filename for info in check_zip(zf, ZipLimits.from_settings(settings))]
-    read = partial(header_pool.summarize_zip_entries, part.path)
-    found = header_pool.in_slices(names, read, settings.header_workers)
-    summaries = [s for s in found if s is not None]
+        for info in check_zip(zf, ZipLimits.from_settings(settings)):
+            with zf.open(info) as entry:
+                summary = read_summary(entry, info.file_size,  # type: ignore[arg-type]
+                                       PurePosixPath(info.filename).name)
+            if summary is not None:
+                summaries.append(summary)
     result = _check_dicom_set(summaries, f"The zip {part.display_name!r}")
     result.format = "zip"
     return result
 
 
-def _inspect_dicom_parts(parts: list[UploadPart], workers: int) -> UploadSummary:
-    files = [(part.path, part.size, part.display_name) for part in parts]
-    found = header_pool.in_slices(files, header_pool.summarize_files, workers)
+def _inspect_dicom_parts(parts: list[UploadPart]) -> UploadSummary:
     summaries = []
-    for part, summary in zip(parts, found, strict=True):
+    for part in parts:
+        with open(part.path, "rb") as handle:
+            summary = read_summary(handle, part.size, part.display_name)
         if summary is None:
             raise InvalidInput(f"{part.display_name}: not DICOM, NIfTI, MetaImage, NRRD or a zip "
                                "of DICOM files.", code="not_medical_image")
@@ -156,7 +158,7 @@ def inspect_upload(parts: list[UploadPart], settings: Settings) -> UploadSummary
     kinds = [classify(p) for p in parts]
     families = {"dicom" if k == "dicom_maybe" else k for k in kinds}
     if families <= {"dicom"}:
-        summary = _inspect_dicom_parts(parts, settings.header_workers)
+        summary = _inspect_dicom_parts(parts)
         summary.kinds = ["dicom"] * len(parts)
         return summary
     if len(parts) == 1:
