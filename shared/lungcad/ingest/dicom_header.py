@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -10,6 +11,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from lungcad.errors import InvalidInput
+from lungcad.ingest.dicom_scan import WANTED, scan_header
 
 CT_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -19,6 +21,7 @@ CT_SOP_CLASSES = frozenset({
 # Objects that travel with a CT study but are not images to analyse.
 NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "RTSTRUCT", "PR", "KO", "REG", "RTPLAN", "DOC"})
 MAX_PIXELS_PER_FRAME = 4096 * 4096
+KEYWORDS = tuple(WANTED.values())
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,8 @@ class DicomSummary:
         return not self.is_image
 
 
-def _text(ds: pydicom.Dataset, keyword: str, limit: int) -> str | None:
-    value = ds.get(keyword)
+def _text(values: Mapping[str, object], keyword: str, limit: int) -> str | None:
+    value = values.get(keyword)
     if value is None or value == "":
         return None
     return str(value)[:limit]
@@ -66,18 +69,16 @@ def parse_sex(value: object) -> str | None:
     return text if text in ("M", "F", "O") else None
 
 
-def _native_pixel_bytes(ds: pydicom.Dataset) -> int | None:
+def _native_pixel_bytes(values: Mapping[str, object], compressed: bool) -> int | None:
     """Bytes the uncompressed pixel data must hold, or None when compressed/unknown."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if syntax is not None and getattr(syntax, "is_compressed", False):
+    if compressed:
         return None
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
+        rows, cols = int(values["Rows"]), int(values["Columns"])  # type: ignore[call-overload]
+        bits = int(values["BitsAllocated"])  # type: ignore[call-overload]
+        samples = int(values.get("SamplesPerPixel", 1) or 1)  # type: ignore[call-overload]
+        frames = int(values.get("NumberOfFrames", 1) or 1)  # type: ignore[call-overload]
+    except (KeyError, AttributeError, TypeError, ValueError):
         return None
     return rows * cols * samples * frames * max(bits, 8) // 8
 
@@ -106,6 +107,33 @@ def read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
                            f"{str(exc)[:200]}).", code="invalid_dicom") from exc
 
 
+class _DatasetValues(Mapping[str, object]):
+    """The wanted values of a pydicom Dataset, converted on first access as pydicom does (a
+    corrupt element raises only when it is read)."""
+
+    def __init__(self, ds: pydicom.Dataset) -> None:
+        self._ds = ds
+
+    def __getitem__(self, keyword: str) -> object:
+        if keyword not in self._ds:
+            raise KeyError(keyword)
+        return self._ds.get(keyword)
+
+    def __iter__(self) -> Iterator[str]:
+        return (keyword for keyword in KEYWORDS if keyword in self._ds)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@dataclass(frozen=True)
+class _Header:
+    values: Mapping[str, object]  # the KEYWORDS present, as pydicom gives them
+    media_sop_class: str
+    compressed: bool  # the transfer syntax compresses the pixel data
+    pixel_position: int  # where the pixel data element starts (the file size if none)
+
+
 def _read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
     head = stream.read(132)
     stream.seek(0)
@@ -114,6 +142,24 @@ def _read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None
         raise InvalidInput(f"{name}: the DICOM preamble holds an executable header (a DICOM/"
                            "executable polyglot, CVE-2019-11687); such files are refused.",
                            code="executable_preamble")
+    header = _scanned(stream, size) if has_preamble else None
+    if header is None:
+        stream.seek(0)
+        header = _read_with_pydicom(stream, has_preamble, name)
+        if header is None:
+            return None
+    return _summarize(header, size, name, has_preamble)
+
+
+def _scanned(stream: BinaryIO, size: int) -> _Header | None:
+    scanned = scan_header(stream, size)
+    if scanned is None:
+        return None
+    return _Header(scanned.values, scanned.media_sop_class, scanned.transfer_syntax.is_compressed,
+                   scanned.pixel_position)
+
+
+def _read_with_pydicom(stream: BinaryIO, has_preamble: bool, name: str) -> _Header | None:
     try:
         ds = pydicom.dcmread(stream, stop_before_pixels=True, force=not has_preamble)
         position = stream.tell()
@@ -125,34 +171,43 @@ def _read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None
             raise InvalidInput(f"{name}: the DICOM header is truncated or corrupt ({exc}).",
                                code="truncated_file") from exc
         return None
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(
-        getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    return _Header(_DatasetValues(ds), str(getattr(meta, "MediaStorageSOPClassUID", "") or ""),
+                   bool(syntax is not None and getattr(syntax, "is_compressed", False)), position)
+
+
+def _summarize(header: _Header, size: int, name: str, has_preamble: bool) -> DicomSummary | None:
+    values = header.values
+    sop_class = str(values.get("SOPClassUID", "") or header.media_sop_class or "")
     if not sop_class and not has_preamble:
         return None  # forced parse of arbitrary bytes: not DICOM
-    modality = str(ds.get("Modality", "") or "").upper()
-    is_image = "Rows" in ds and "Columns" in ds and modality not in NON_IMAGE_MODALITIES
+    modality = str(values.get("Modality", "") or "").upper()
+    is_image = "Rows" in values and "Columns" in values and modality not in NON_IMAGE_MODALITIES
     if not is_image and sop_class in CT_SOP_CLASSES:
         raise InvalidInput(f"{name}: the CT file ends before its image (no Rows, Columns or "
                            "pixel data).", code="truncated_file")
     if is_image:
         try:
-            frame = int(ds.Rows) * int(ds.Columns)
+            frame = int(values["Rows"]) * int(values["Columns"])  # type: ignore[call-overload]
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"{name}: Rows/Columns are not numbers.",
                                code="invalid_dicom") from exc
         if frame > MAX_PIXELS_PER_FRAME:
-            raise InvalidInput(f"{name}: {ds.Rows} x {ds.Columns} pixels per frame is beyond "
-                               "any CT reconstruction.", code="dimensions_too_large")
-        remaining = size - position
-        expected = _native_pixel_bytes(ds)
+            raise InvalidInput(f"{name}: {values['Rows']} x {values['Columns']} pixels per frame "
+                               "is beyond any CT reconstruction.", code="dimensions_too_large")
+        remaining = size - header.pixel_position
+        expected = _native_pixel_bytes(values, header.compressed)
         if remaining <= 8 or (expected is not None and remaining < expected + 8):
             raise InvalidInput(f"{name}: the file ends before its pixel data does (has "
                                f"{max(remaining, 0)} bytes, needs {expected}).",
                                code="truncated_file")
     return DicomSummary(
         sop_class_uid=sop_class, modality=modality,
-        study_uid=_text(ds, "StudyInstanceUID", 64), series_uid=_text(ds, "SeriesInstanceUID", 64),
-        patient_id=_text(ds, "PatientID", 200), study_date=_text(ds, "StudyDate", 8),
-        series_description=_text(ds, "SeriesDescription", 200), is_image=is_image,
-        patient_age=parse_age(ds.get("PatientAge")), patient_sex=parse_sex(ds.get("PatientSex")),
+        study_uid=_text(values, "StudyInstanceUID", 64),
+        series_uid=_text(values, "SeriesInstanceUID", 64),
+        patient_id=_text(values, "PatientID", 200), study_date=_text(values, "StudyDate", 8),
+        series_description=_text(values, "SeriesDescription", 200), is_image=is_image,
+        patient_age=parse_age(values.get("PatientAge")),
+        patient_sex=parse_sex(values.get("PatientSex")),
     )
