@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from lungcad.settings import Settings
 
+SQLITE_POOL_SIZE = 20
+
 
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
@@ -18,21 +20,27 @@ def make_engine(settings: Settings) -> Engine:
             from pathlib import Path
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Connections are kept (pool_size) rather than opened per burst: an overflow connection
+        # is closed on return, and opening one under load cost a lock wait each time.
+        engine = create_engine(url, pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE,
+                               connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
+        # WAL (readers never wait for the writer) is a property of the database file: set it
+        # once here, not on every new connection, where it needs the write lock.
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         return engine
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
+        pool_size=20,  # about the request threads that hold a session at once under load
         max_overflow=10,
         pool_timeout=settings.db_connect_timeout_s,
         connect_args={
