@@ -56,6 +56,9 @@ def test_dicom_files_upload_creates_a_queued_job(gateway: Gateway, tmp_path: Pat
         assert job["patient_id"] == "P001" and job["study_date"] == "20240102"
         polled = client.get(f"/v1/jobs/{job['id']}").json()
         assert polled["id"] == job["id"] and polled["state"] == "queued"
+        # the poll's Core fast path and the list's ORM path give the same document
+        listed = [j for j in client.get("/v1/jobs").json()["data"] if j["id"] == job["id"]]
+        assert listed == [polled] and polled["inputs"] == job["inputs"]
     store = gateway.runtime.store
     for path, item in zip(paths, job["inputs"], strict=True):
         assert item["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -55,8 +55,12 @@ def revoke_key(session: Session, key_or_prefix: str) -> int:
     return len(keys)
 
 
+def is_key_shaped(key: str) -> bool:
+    return key.startswith(KEY_PREFIX) and len(key) <= 200
+
+
 def tenant_for_key(session: Session, key: str) -> Tenant | None:
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+    if not is_key_shaped(key):
         return None
     api_key = session.scalars(select(ApiKey).options(joinedload(ApiKey.tenant))
                               .where(ApiKey.key_hash == hash_key(key))).first()

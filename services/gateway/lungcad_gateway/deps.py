@@ -56,11 +56,14 @@ def current_tenant(request: Request, session: SessionDep, runtime: RuntimeDep) -
     return authenticate(request, session, runtime)
 
 
-def authenticate(request: Request, session: Session, runtime: Runtime) -> Tenant:
-    """The tenant of the request's API key or dashboard session; raises Unauthorized."""
+def authenticate(request: Request, session: Session, runtime: Runtime,
+                 rate_checked: bool = False) -> Tenant:
+    """The tenant of the request's API key or dashboard session; raises Unauthorized.
+    ``rate_checked``: the caller already counted this request against the key's limit."""
     key = api_key_from(request)
     if key:
-        runtime.rate_limiter.check(key)  # before the key lookup: a flood costs no queries
+        if not rate_checked:
+            runtime.rate_limiter.check(key)  # before the key lookup: a flood costs no queries
     else:
         session_tenant = tenant_from_cookie(request, session)
         if session_tenant is not None:
