@@ -40,7 +40,7 @@ def make_engine(settings: Settings) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=20,  # about the request threads that hold a session at once under load
+        pool_size=10,
         max_overflow=10,
         pool_timeout=settings.db_connect_timeout_s,
         connect_args={
