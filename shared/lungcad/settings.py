@@ -105,6 +105,9 @@ class Settings(BaseSettings):
 
     # Retention: delete stored studies and results this many days after a job ends (0: keep).
     retention_days: int = 0
+    # Stored objects of job ids with no row (uploads refused in a storage outage) are deleted
+    # when still unreferenced this many seconds later (0: never).
+    unreferenced_sweep_interval_s: float = 3600.0
 
     # Webhooks.
     webhook_timeout_s: float = 5.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from lungcad.db.models import Job, JobState
+from lungcad.db.models import Job, JobState, new_id
 from lungcad.db.types import utcnow
 from lungcad.settings import Settings
-from lungcad_gateway.retention import purge_expired
+from lungcad_gateway.retention import UnreferencedSweeper, purge_expired
 from lungcad_gateway.runtime import Runtime
 from tests.conftest import start_gateway
 from tests.factories import ct_series
@@ -46,3 +46,28 @@ def test_expired_job_data_is_purged(settings: Settings, tmp_path: Path) -> None:
 def test_zero_keeps_everything(settings: Settings) -> None:
     assert settings.retention_days == 0
     assert purge_expired(Runtime(settings)) == 0
+
+
+def test_unreferenced_objects_are_deleted_on_the_second_sighting(settings: Settings,
+                                                                 tmp_path: Path) -> None:
+    """Parts left by an upload refused during a storage outage: no job row refers to them."""
+    server, gateway = start_gateway(settings, run_relay=False)
+    try:
+        paths = ct_series(tmp_path / "s", n=2)
+        with gateway.client() as client:
+            job_id = client.post("/v1/jobs", files=[
+                ("files", (p.name, p.read_bytes())) for p in paths]).json()["id"]
+        store = gateway.runtime.store
+        stray = new_id()
+        store.put_bytes(f"jobs/{stray}/input/00000.dcm", paths[0].read_bytes())
+        sweeper = UnreferencedSweeper(gateway.runtime)
+        assert sweeper.sweep() == 0  # first sight: maybe an upload about to commit its row
+        later = new_id()  # appears between the sweeps: only suspected at the second
+        store.put_bytes(f"jobs/{later}/input/00000.dcm", b"x")
+        assert sweeper.sweep() == 1
+        assert store.list_keys(f"jobs/{stray}/") == []
+        assert store.list_keys(f"jobs/{later}/") and len(store.list_keys(f"jobs/{job_id}/")) == 2
+        assert sweeper.sweep() == 1 and store.list_keys(f"jobs/{later}/") == []
+        assert len(store.list_keys(f"jobs/{job_id}/")) == 2
+    finally:
+        server.__exit__()

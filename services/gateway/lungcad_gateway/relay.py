@@ -30,7 +30,7 @@ from lungcad.celery_app import TASK_INFERENCE, TASK_PREPROCESS
 from lungcad.db.models import Job, JobState, OutboxKind, OutboxMessage, Tenant, WebhookAttempt
 from lungcad.db.types import utcnow
 from lungcad.jobs import enqueue_stage, enqueue_webhook
-from lungcad_gateway.retention import purge_expired
+from lungcad_gateway.retention import UnreferencedSweeper, purge_expired
 from lungcad_gateway.runtime import Runtime
 from lungcad_gateway.webhooks import deliver, event_body
 
@@ -233,6 +233,9 @@ class Relay:
                  (self.sweep_and_recover, s.sweep_interval_s, None)]
         if s.retention_days > 0:
             specs.append((self.purge_expired, RETENTION_INTERVAL_S, None))
+        if s.unreferenced_sweep_interval_s > 0:
+            specs.append((UnreferencedSweeper(self.runtime).sweep,
+                          s.unreferenced_sweep_interval_s, None))
         for step, interval, wake in specs:
             thread = threading.Thread(target=self._loop, args=(step, interval, wake),
                                       name=f"relay-{step.__name__}", daemon=True)
