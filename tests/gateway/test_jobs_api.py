@@ -275,3 +275,14 @@ def test_openapi_describes_the_contract(gateway: Gateway) -> None:
     upload = paths["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert "files" in upload["schema"]["properties"]
     assert "Problem" in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/worklist"])
+def test_search_text_with_control_characters_is_422(gateway: Gateway, path: str) -> None:
+    """A NUL in the search reached Postgres as a 500 (found by schemathesis, 100 per op)."""
+    with gateway.client() as client:
+        for text in ("a\x00b", "\x1b[2J", "tab\there"):
+            response = client.get(path, params={"q": text})
+            assert response.status_code == 422, (text, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+        assert client.get(path, params={"q": "LIDC-IDRI 0001 é"}).status_code == 200

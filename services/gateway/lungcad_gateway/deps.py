@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from lungcad.db.models import Tenant
@@ -41,6 +41,10 @@ async def get_store(runtime: RuntimeDep) -> ObjectStore:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+# Free-text search: printable text only. A NUL reached Postgres as a 500 ("A string literal
+# cannot contain NUL"); control characters now get the usual 422 problem.
+SearchText = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                         description="Patient ID or series text")]
 SessionDep = Annotated[Session, Depends(get_db)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

@@ -21,6 +21,7 @@ from lungcad.storage import ObjectNotFound
 from lungcad_gateway.auth import hash_key, is_key_shaped
 from lungcad_gateway.deps import (
     RuntimeDep,
+    SearchText,
     SessionDep,
     SettingsDep,
     StoreDep,
@@ -99,8 +100,7 @@ def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
               state: Annotated[list[JobState] | None, Query()] = None,
               created_from: Annotated[date | None, Query(description="On or after (UTC)")] = None,
               created_to: Annotated[date | None, Query(description="On or before (UTC)")] = None,
-              q: Annotated[str | None, Query(max_length=100,
-                                             description="Patient ID or series text")] = None,
+              q: SearchText = None,
               limit: Annotated[int | None, Query(ge=1)] = None,
               offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JobsPublic:
     """Newest first; ``limit`` is capped at the server's maximum page size."""

@@ -27,7 +27,7 @@ from lungcad.errors import Conflict, LungcadError, NotFound
 from lungcad.findings import NOTICE, FindingsDocument
 from lungcad.imaging.geometry import Geometry
 from lungcad.schemas import JobPublic, Problem
-from lungcad_gateway.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from lungcad_gateway.deps import SearchText, SessionDep, SettingsDep, StoreDep, TenantDep
 from lungcad_gateway.presenters import job_public
 from lungcad_gateway.routes.jobs import RESULT_ARTIFACT
 from lungcad_gateway.routes.session import actor_for, audit
@@ -152,7 +152,7 @@ def npz_member_deflate(data: bytes, array: str) -> tuple[bytes, int]:
             summary="Jobs with their findings summary, for the dashboard's worklist")
 def worklist(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
              state: Annotated[list[JobState] | None, Query()] = None,
-             q: Annotated[str | None, Query(max_length=100)] = None,
+             q: SearchText = None,
              lung_rads: Annotated[list[Literal["0", "1", "2", "3", "4A", "4B", "4X"]] | None,
                                   Query(description="Highest category is one of these")] = None,
              sort: Literal["created_at", "study_date", "patient_id", "state", "lung_rads",
