@@ -53,24 +53,31 @@ def run_kills(tmp_path: Path, request: pytest.FixtureRequest, kills: int) -> Non
     started = time.monotonic()
     try:
         with gw.client() as client:
-            ids = [submit(client, payload).json()["id"] for _ in range(kills)]
+            # a few more jobs than kills: a job that ends a stage while the test is restarting
+            # a worker is not killed, and each job is killed once at most
+            ids = [submit(client, payload).json()["id"] for _ in range(kills + kills // 4 + 1)]
             deadline = time.monotonic() + 60 + 25 * kills
+            # one kill per job, half of them in each stage: a job whose worker dies on every
+            # attempt is a poison job, failed after max_attempts by design (test_poison.py)
+            quota = {"preprocess": kills // 2, "inference": kills - kills // 2}
             while len(killed) < kills and time.monotonic() < deadline:
-                stage = ("preprocess", "inference")[len(killed) % 2]
-                worker = workers[stage]
-                job = _in_flight(ledger, stage, worker.process.pid)
-                if job is None or job in {j for _, j in killed}:
-                    # one kill per job: a job whose worker dies on every attempt is a poison
-                    # job, failed after max_attempts by design (test_poison.py)
+                done = {j for _, j in killed}
+                running = [(s, _in_flight(ledger, s, workers[s].process.pid)) for s in quota
+                           if quota[s] > 0]
+                targets = [(s, j) for s, j in running if j is not None and j not in done]
+                if not targets:
                     time.sleep(0.05)
                     continue
-                time.sleep(rng.uniform(0, 1.5))  # a random point of the stage
+                stage, job = rng.choice(targets)
+                worker = workers[stage]
+                time.sleep(rng.uniform(0, 0.9))  # a random point (each stage sleeps 1 s)
                 if _in_flight(ledger, stage, worker.process.pid) != job:
                     continue
                 pid = worker.process.pid
                 worker.kill()
                 killed_at[pid] = time.time()
                 killed.append((stage, job))
+                quota[stage] -= 1
                 workers[stage] = ChaosWorker(settings, stage, ledger, name=f"{stage}{len(killed)}",
                                              extra_env=slow)
             jobs = wait_jobs(client, ids, lambda j: j["state"] in TERMINAL,
@@ -93,7 +100,8 @@ def run_kills(tmp_path: Path, request: pytest.FixtureRequest, kills: int) -> Non
         lost = [i for i in ids if jobs[i]["state"] != "succeeded"]
         duplicated = [i for i in ids if results[i] != 1]
         report(f"worker_kill[{kills}]", kills=len(killed),
-               kills_by_stage=dict(Counter(s for s, _ in killed)), jobs=len(ids),
+               kills_by_stage=dict(Counter(s for s, _ in killed)),
+               killed_jobs=len({j for _, j in killed}), jobs=len(ids),
                succeeded=states["succeeded"], lost=len(lost), duplicated=len(duplicated),
                concurrent_runs=len(concurrent), duplicate_findings=duplicate_findings,
                attempts=dict(Counter(j["attempts"] for j in jobs.values())),
