@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from lungcad_inference.data.studies import Study
 from lungcad_inference.data.vois import Voi
+from lungcad_inference.inference import crop_cube
 from lungcad_inference.synthesis import KINDS, Lesion3D, paste, real_lesion, simulate_lesion
 
 
@@ -100,17 +101,6 @@ class LesionBank:
         return simulate_lesion(rng, diameter, kind, shape)
 
 
-def _crop(volume: np.ndarray, centre: np.ndarray, size: int, fill: float) -> np.ndarray:
-    start = np.asarray(centre, int) - size // 2
-    out = np.full((size,) * 3, fill, np.float32)
-    lo = np.maximum(start, 0)
-    hi = np.minimum(start + size, volume.shape)
-    if np.all(hi > lo):
-        out[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))] = \
-            volume[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
-    return out
-
-
 def draw_sample(rng: np.random.Generator, prepared: PreparedStudy, bank: LesionBank,
                 config: InsertionConfig) -> Sample:
     """One training cube with its inserted lesions (centres relative to the cube)."""
@@ -145,7 +135,7 @@ def draw_sample(rng: np.random.Generator, prepared: PreparedStudy, bank: LesionB
         pool = prepared.vessel if rng.random() < 0.5 else prepared.lung_any
         centre = pool[int(rng.integers(len(pool)))]
     start = np.asarray(centre, int) - size // 2
-    hu = _crop(study.hu, centre, size, -1024.0)
+    hu = crop_cube(study.hu, centre, size, -1024.0)  # centres are whole voxels
     sample = Sample(hu)
     for pos, lesion in zip(positions, lesions, strict=True):
         local = pos - start
