@@ -58,14 +58,27 @@ async def run_load(url: str, headers: dict[str, str], rate: float, seconds: floa
     idle: list[_Connection] = []
     limit = asyncio.Semaphore(max_connections)
 
+    async def connect() -> _Connection:
+        result.connections += 1
+        return _Connection(*await asyncio.open_connection(host, port))
+
     async def one(scheduled: float) -> None:
         async with limit:
-            connection = idle.pop() if idle else None
-            if connection is None:
-                connection = _Connection(*await asyncio.open_connection(host, port))
-                result.connections += 1
+            reused = bool(idle)
+            connection = idle.pop() if idle else await connect()
             try:
-                status = await connection.get(request)
+                try:
+                    status = await connection.get(request)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    closed = isinstance(exc, ConnectionResetError | BrokenPipeError) or (
+                        isinstance(exc, asyncio.IncompleteReadError) and exc.partial == b"")
+                    if not (reused and closed):
+                        raise
+                    # the server closed this idle keep-alive connection (uvicorn: after 5 s),
+                    # as any client meets it: send again on a new one (the delay is counted)
+                    connection.writer.close()
+                    connection = await connect()
+                    status = await connection.get(request)
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 result.errors.append(f"{type(exc).__name__}: {exc}")
                 connection.writer.close()
