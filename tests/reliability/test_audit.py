@@ -88,3 +88,38 @@ def test_audit_rows_cannot_be_altered_by_the_application_role(gateway: Gateway) 
         engine.dispose()
     report(f"audit_append_only[{'embedded' if gateway.settings.is_sqlite else 'production'}]",
            refused=refused)
+
+
+def test_flush_waits_for_the_batch_the_writer_is_committing(gateway: Gateway) -> None:
+    """flush() used to return at once while the writer thread was still committing the batch it
+    had taken, so events submitted before the call were not yet in the database."""
+    import threading
+    import time
+
+    from sqlalchemy import event as sa_event
+
+    from lungcad.db.types import utcnow
+    from lungcad_gateway.audit import AuditWriter
+
+    engine = gateway.runtime.engine
+    writer = AuditWriter(lambda: gateway.runtime.sessions(), interval_s=3600)
+
+    def slow_commit(_connection: object) -> None:
+        time.sleep(0.5)
+
+    writer.submit(AuditEvent(created_at=utcnow(), actor="test", action="read",
+                             resource="/v1/jobs/flush-race", outcome=200))
+    sa_event.listen(engine, "commit", slow_commit)
+    try:
+        first = threading.Thread(target=writer.flush)
+        first.start()
+        time.sleep(0.1)  # the first flush has taken the batch and is committing it
+        writer.flush()
+        with gateway.runtime.sessions() as session:
+            found = session.scalars(select(AuditEvent).where(
+                AuditEvent.resource == "/v1/jobs/flush-race")).all()
+        first.join()
+    finally:
+        sa_event.remove(engine, "commit", slow_commit)
+        writer.stop()
+    assert len(found) == 1

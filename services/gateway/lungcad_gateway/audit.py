@@ -42,7 +42,8 @@ class AuditWriter:
         self.sessions = sessions
         self.interval_s = interval_s
         self._pending: list[AuditEvent] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending
+        self._flushing = threading.Lock()  # one batch in flight at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -64,22 +65,25 @@ class AuditWriter:
             self.flush()
 
     def flush(self) -> int:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return 0
-        rows = [{c: getattr(e, c) for c in _COLUMNS} for e in batch]
-        try:
-            with self.sessions() as session:
-                session.execute(insert(AuditEvent), rows)  # one executemany, no ORM units
-                session.commit()
-        except Exception as exc:  # noqa: BLE001 - database down: keep them for the next try
-            log.error("audit batch of %d not recorded yet (%s)", len(batch),
-                      type(exc).__name__)
+        """Write what is pending. Returns only once every event submitted before the call is
+        committed, including a batch the writer thread was committing at that moment."""
+        with self._flushing:
             with self._lock:
-                self._pending = batch + self._pending
-            return 0
-        return len(batch)
+                batch, self._pending = self._pending, []
+            if not batch:
+                return 0
+            rows = [{c: getattr(e, c) for c in _COLUMNS} for e in batch]
+            try:
+                with self.sessions() as session:
+                    session.execute(insert(AuditEvent), rows)  # one executemany, no ORM units
+                    session.commit()
+            except Exception as exc:  # noqa: BLE001 - database down: keep them for the next try
+                log.error("audit batch of %d not recorded yet (%s)", len(batch),
+                          type(exc).__name__)
+                with self._lock:
+                    self._pending = batch + self._pending
+                return 0
+            return len(batch)
 
     def stop(self) -> None:
         self._stop.set()
