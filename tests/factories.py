@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import io
+import random
 import struct
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -90,3 +93,44 @@ def metaimage(folder: Path, shape: tuple[int, int, int] = (16, 16, 8),
 
 def read(path: Path) -> pydicom.Dataset:
     return pydicom.dcmread(path)
+
+
+def _deep_sequence(data: bytes, depth: int) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    inner = Dataset()
+    inner.CodeMeaning = "deep"
+    for _ in range(depth):
+        outer = Dataset()
+        outer.ReferencedImageSequence = Sequence([inner])
+        inner = outer
+    ds.ReferencedImageSequence = inner.ReferencedImageSequence
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def _dimensions(data: bytes, rows: int, cols: int) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.Rows, ds.Columns = rows, cols
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
+    """One hostile variant of a valid DICOM file."""
+    kind = rng.choice(["flip", "truncate", "length", "dimensions", "nesting", "flip"])
+    buf = bytearray(data)
+    if kind == "flip":
+        for _ in range(rng.randint(1, 12)):
+            buf[rng.randrange(132, min(len(buf), 900))] = rng.randrange(256)
+    elif kind == "truncate":
+        buf = buf[:rng.randrange(132, len(buf))]
+    elif kind == "length":
+        at = rng.randrange(136, min(len(buf) - 4, 900))
+        buf[at:at + 4] = struct.pack("<I", rng.choice([0xFFFFFFF0, 0x7FFFFFFF, 0xFFFF]))
+    elif kind == "dimensions":
+        return kind, _dimensions(data, rng.choice([0, 1, 65535]), rng.choice([0, 65535, 3]))
+    else:
+        return kind, _deep_sequence(data, rng.choice([50, 150]))
+    return kind, bytes(buf)

@@ -11,19 +11,15 @@ from __future__ import annotations
 import io
 import os
 import random
-import struct
 import time
 import zipfile
 from collections import Counter
 from pathlib import Path
 
-import pydicom
 import pytest
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
 from tests.conftest import Gateway, start_gateway
-from tests.factories import ct_series
+from tests.factories import ct_series, mutate
 from tests.reliability.conftest import (
     TERMINAL,
     ChaosWorker,
@@ -31,47 +27,6 @@ from tests.reliability.conftest import (
     report,
     wait_jobs,
 )
-
-
-def _deep_sequence(data: bytes, depth: int) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    inner = Dataset()
-    inner.CodeMeaning = "deep"
-    for _ in range(depth):
-        outer = Dataset()
-        outer.ReferencedImageSequence = Sequence([inner])
-        inner = outer
-    ds.ReferencedImageSequence = inner.ReferencedImageSequence
-    out = io.BytesIO()
-    ds.save_as(out)
-    return out.getvalue()
-
-
-def _dimensions(data: bytes, rows: int, cols: int) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    ds.Rows, ds.Columns = rows, cols
-    out = io.BytesIO()
-    ds.save_as(out)
-    return out.getvalue()
-
-
-def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
-    """One hostile variant of a valid DICOM file."""
-    kind = rng.choice(["flip", "truncate", "length", "dimensions", "nesting", "flip"])
-    buf = bytearray(data)
-    if kind == "flip":
-        for _ in range(rng.randint(1, 12)):
-            buf[rng.randrange(132, min(len(buf), 900))] = rng.randrange(256)
-    elif kind == "truncate":
-        buf = buf[:rng.randrange(132, len(buf))]
-    elif kind == "length":
-        at = rng.randrange(136, min(len(buf) - 4, 900))
-        buf[at:at + 4] = struct.pack("<I", rng.choice([0xFFFFFFF0, 0x7FFFFFFF, 0xFFFF]))
-    elif kind == "dimensions":
-        return kind, _dimensions(data, rng.choice([0, 1, 65535]), rng.choice([0, 65535, 3]))
-    else:
-        return kind, _deep_sequence(data, rng.choice([50, 150]))
-    return kind, bytes(buf)
 
 
 def run_malformed(tmp_path: Path, request: pytest.FixtureRequest, count: int) -> None:

@@ -16,7 +16,7 @@ from lungcad.ingest import dicom_header
 from lungcad.ingest.dicom_scan import scan_header
 from lungcad.synthetic import write_dicom_series
 from tests.conftest import STUDIES
-from tests.reliability.test_hostile_input import mutate
+from tests.factories import mutate
 
 EXPLICIT, IMPLICIT, RLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.5"
 
