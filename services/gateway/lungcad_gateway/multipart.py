@@ -37,14 +37,17 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class _FileWriter:
-    """Writes, hashes and fsyncs one spooled part on a background thread, in order, so the
-    event loop only parses. hashlib and file writes release the GIL.
+    """Hashes one spooled part on one background thread and writes and fsyncs it on another,
+    each in order, so the event loop only parses. hashlib and file writes release the GIL, so
+    the hash and the page-cache copy run side by side.
 
     Chunks arrive as memoryviews into the request's body chunks (no copy on the event loop) and
-    travel to the thread in batches of about ``FLUSH_BYTES``, written with one ``writev``."""
+    travel to the threads in batches of about ``FLUSH_BYTES``, written with one ``writev``."""
 
-    def __init__(self, path: Path, executor: ThreadPoolExecutor) -> None:
-        self._executor = executor
+    def __init__(self, path: Path, writer: ThreadPoolExecutor, hasher: ThreadPoolExecutor
+                 ) -> None:
+        self._writer = writer
+        self._hasher = hasher
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._hash = hashlib.sha256()
         self._batch: list[memoryview] = []
@@ -53,11 +56,14 @@ class _FileWriter:
         self._written = 0  # bytes handed to the kernel (writer thread only)
         self.size = 0
 
-    def _write(self, views: list[memoryview]) -> None:
-        start = self._written
+    def _update(self, views: list[memoryview]) -> None:
         for view in views:
             self._hash.update(view)
-            self._written += len(view)
+
+    def _write(self, views: list[memoryview]) -> None:
+        start = self._written
+        self._written += sum(len(v) for v in views)
+        views = list(views)
         while views:
             written = os.writev(self._fd, views[:IOV_MAX])
             while views and written >= len(views[0]):
@@ -69,9 +75,14 @@ class _FileWriter:
 
     def _submit(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
-        self._pending.append(self._executor.submit(self._write, batch))
-        while len(self._pending) > MAX_IN_FLIGHT:
+        self._pending.append(self._hasher.submit(self._update, batch))
+        self._pending.append(self._writer.submit(self._write, batch))
+
+    def backlog(self) -> Future[None] | None:
+        """The oldest queued block once more than ``MAX_IN_FLIGHT`` are queued, else None."""
+        while self._pending and self._pending[0].done():
             self._pending.popleft().result()
+        return self._pending[0] if len(self._pending) > 2 * MAX_IN_FLIGHT else None
 
     def write(self, chunk: memoryview) -> None:
         self.size += len(chunk)
@@ -81,21 +92,22 @@ class _FileWriter:
             self._submit()
 
     def finish(self) -> list[Future[Any]]:
-        """Queue the last block and the fsync. Returns the writes still pending and, last, the
-        future of the SHA-256: the event loop awaits them after parsing instead of blocking
-        on the disk inside a parser callback."""
+        """Queue the last block and the fsync. Returns the work still pending and, last, the
+        future of the SHA-256 once the part is on disk: the event loop awaits them after
+        parsing instead of blocking on the disk inside a parser callback."""
         if self._batch:
             self._submit()
-        pending = [*self._pending, self._executor.submit(self._close)]
+        digest = self._hasher.submit(self._hash.hexdigest)
+        pending = [*self._pending, self._writer.submit(self._close, digest)]
         self._pending.clear()
         return pending
 
-    def _close(self) -> str:
+    def _close(self, digest: Future[str]) -> str:
         try:
             os.fsync(self._fd)  # accepted bytes are on disk before the job exists
         finally:
             os.close(self._fd)
-        return self._hash.hexdigest()
+        return digest.result()
 
     def abort(self) -> None:
         for future in self._pending:
@@ -116,8 +128,27 @@ class SpooledFile:
 
 @dataclass
 class ParsedForm:
+    """The parsed upload. Its file bytes are written (in the page cache) but may not be on disk
+    yet: :meth:`settle` waits for each part's fsync and SHA-256, so the caller can inspect the
+    files meanwhile. :meth:`close` (also called by ``settle``) releases the writer thread."""
+
     files: list[SpooledFile] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
+    executors: list[ThreadPoolExecutor] = field(default_factory=list)
+    durable: list[tuple[SpooledFile, Future[str]]] = field(default_factory=list)
+
+    async def settle(self) -> None:
+        try:
+            for spooled, future in self.durable:
+                spooled.sha256 = await asyncio.wrap_future(future)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Never blocks: an fsync still queued (a refused upload) runs and closes its file on
+        the writer thread after the spool folder is gone."""
+        for executor in self.executors:
+            executor.shutdown(wait=False)
 
 
 class _Collector:
@@ -132,6 +163,7 @@ class _Collector:
         self._headers: dict[bytes, bytes] = {}
         self._name = ""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-writer")
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hasher")
         self._out: _FileWriter | None = None
         self._current: SpooledFile | None = None
         self._field_value = bytearray()
@@ -175,7 +207,7 @@ class _Collector:
             path = self.spool_dir / f"part-{ordinal:05d}"
             name = filename.decode("utf-8", "replace")[:500] if filename else None
             self._current = SpooledFile(path=path, original_name=name)
-            self._out = _FileWriter(path, self._executor)
+            self._out = _FileWriter(path, self._executor, self._hasher)
         else:
             if len(self.form.fields) >= self.max_fields:
                 raise InvalidInput(f"More than {self.max_fields} form fields.",
@@ -206,11 +238,17 @@ class _Collector:
                                    code="duplicate_field", status=400)
             self.form.fields[self._name] = self._field_value.decode("utf-8", "replace")
 
-    def close(self) -> None:
+    async def drain(self) -> None:
+        """Wait, without blocking the event loop, while the current part's queue is full."""
+        while self._out is not None and (oldest := self._out.backlog()) is not None:
+            await asyncio.wrap_future(oldest)
+
+    def abort(self) -> None:
         if self._out is not None:
             self._out.abort()
             self._out = None
         self._executor.shutdown(wait=True)
+        self._hasher.shutdown(wait=True)
 
 
 def boundary_of(content_type: str) -> bytes:
@@ -224,7 +262,8 @@ def boundary_of(content_type: str) -> bytes:
 async def read_form(stream: AsyncIterator[bytes], content_type: str, spool_dir: Path,
                     max_body: int, max_files: int, max_fields: int,
                     file_field: str = "files") -> ParsedForm:
-    """Parse a multipart body from ``stream`` into ``spool_dir``; raise on any limit."""
+    """Parse a multipart body from ``stream`` into ``spool_dir``; raise on any limit. Returns
+    once every file byte is written; the fsyncs may still run (see :meth:`ParsedForm.settle`)."""
     collector = _Collector(spool_dir, file_field, max_files, max_fields)
     parser = MultipartParser(boundary_of(content_type), collector.callbacks())  # type: ignore[arg-type]
     received = 0
@@ -234,18 +273,22 @@ async def read_form(stream: AsyncIterator[bytes], content_type: str, spool_dir: 
             if received > max_body:
                 raise PayloadTooLarge(f"The upload is over the {max_body}-byte limit.")
             parser.write(chunk)
+            await collector.drain()
         parser.finalize()
-        for spooled, futures in collector.closing:  # writes and fsyncs, off the event loop
+        if collector._current is not None:
+            raise InvalidInput("The multipart body ended in the middle of a file.",
+                               code="malformed_body", status=400)
+        for spooled, futures in collector.closing:  # writes, off the event loop
             for future in futures[:-1]:
                 await asyncio.wrap_future(future)
-            spooled.sha256 = await asyncio.wrap_future(futures[-1])
+            collector.form.durable.append((spooled, futures[-1]))
     except MultipartParseError as exc:
+        collector.abort()
         raise InvalidInput(f"The multipart body is malformed ({exc}).", code="malformed_body",
                            status=400) from exc
-    finally:
-        collector.close()
-    if collector._current is not None:
-        raise InvalidInput("The multipart body ended in the middle of a file.",
-                           code="malformed_body", status=400)
+    except BaseException:
+        collector.abort()
+        raise
+    collector.form.executors = [collector._executor, collector._hasher]
     return collector.form
 

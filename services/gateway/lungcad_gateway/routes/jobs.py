@@ -29,7 +29,7 @@ from lungcad_gateway.deps import (
     api_key_from,
     authenticate,
 )
-from lungcad_gateway.ingest import accept_upload, find_idempotent
+from lungcad_gateway.ingest import accept_upload, find_idempotent, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
 from lungcad_gateway.runtime import Runtime
 
@@ -91,6 +91,7 @@ async def create_job(request: Request, response: Response, runtime: RuntimeDep,
             body = job_public(job)
     else:
         body = job_public(job)
+        response.headers["Server-Timing"] = server_timing(request.state.phases)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return body
 
