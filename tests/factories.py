@@ -63,8 +63,8 @@ def ct_series(folder: Path, n: int = 4, study_uid: str | None = None,
             for i in range(n)]
 
 
-def nifti(path: Path, shape: tuple[int, int, int] = (16, 16, 8), gz: bool = False,
-          truncate: int = 0) -> Path:
+def nifti_header(shape: tuple[int, int, int]) -> bytes:
+    """A NIfTI-1 single-file header (352 bytes) for int16 voxels of ``shape``."""
     header = bytearray(352)
     struct.pack_into("<i", header, 0, 348)
     struct.pack_into("<8h", header, 40, 3, *shape, 1, 1, 1, 1)
@@ -72,7 +72,12 @@ def nifti(path: Path, shape: tuple[int, int, int] = (16, 16, 8), gz: bool = Fals
     struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
     struct.pack_into("<f", header, 108, 352.0)
     header[344:348] = b"n+1\0"
-    data = bytes(header) + np.zeros(shape[::-1], dtype=np.int16).tobytes()
+    return bytes(header)
+
+
+def nifti(path: Path, shape: tuple[int, int, int] = (16, 16, 8), gz: bool = False,
+          truncate: int = 0) -> Path:
+    data = nifti_header(shape) + np.zeros(shape[::-1], dtype=np.int16).tobytes()
     if truncate:
         data = data[:-truncate]
     path.write_bytes(gzip.compress(data) if gz else data)

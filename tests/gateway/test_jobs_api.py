@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from lungcad.db.models import Job, JobInput, OutboxMessage
 from tests.conftest import Gateway
-from tests.factories import ct_series, metaimage, nifti
+from tests.factories import ct_series, metaimage, nifti, nifti_header
 
 
 def _files(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -137,8 +137,7 @@ def test_large_upload_is_stored_byte_for_byte_with_server_timing(gateway: Gatewa
     """26 MiB of random voxels: more blocks than the writer queue holds, hashed and written on
     two threads, so order and backpressure both matter to the stored bytes and checksum."""
     shape = (256, 256, 200)
-    path = nifti(tmp_path / "big.nii", shape=shape)
-    payload = path.read_bytes()[:352] + np.random.default_rng(5).integers(
+    payload = nifti_header(shape) + np.random.default_rng(5).integers(
         -1024, 2000, shape[::-1], dtype=np.int16).tobytes()
     with gateway.client() as client:
         response = client.post("/v1/jobs", files=[("files", ("big.nii", payload))])
@@ -149,11 +148,9 @@ def test_large_upload_is_stored_byte_for_byte_with_server_timing(gateway: Gatewa
     with gateway.runtime.sessions() as session:
         key = session.scalars(select(JobInput.object_key).where(
             JobInput.job_id == job["id"])).one()
-    assert b"".join(gateway.runtime.store.iter_chunks(key)) == payload
-    phases = dict(item.split(";dur=") for item in
-                  response.headers["server-timing"].split(", "))
-    assert list(phases) == ["receive", "inspect", "store", "commit"]
-    assert all(float(ms) >= 0 for ms in phases.values())
+    assert gateway.runtime.store.get_bytes(key) == payload
+    phases = [item.split(";dur=")[0] for item in response.headers["server-timing"].split(", ")]
+    assert phases == ["receive", "inspect", "store", "commit"]
 
 
 def test_metaimage_pair_upload(gateway: Gateway, tmp_path: Path) -> None:

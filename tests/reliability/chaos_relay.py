@@ -35,8 +35,8 @@ def main() -> None:
         if DELAY_S:
             time.sleep(DELAY_S)
         result = original(self, name, args, **kwargs)
-        _ledger(event="publish", task=name, job=(args or [None])[0],
-                attempt=(args or [None, None])[1])
+        job, attempt = args  # the relay always sends [job_id, attempt]
+        _ledger(event="publish", task=name, job=job, attempt=attempt)
         return result
 
     Celery.send_task = send_task  # type: ignore[method-assign]

@@ -169,12 +169,11 @@ class ChaosWorker(ChildProcess):
 
 
 class GatewayProcess(ChildProcess):
-    """``lungcad serve`` (no workers; its relay in process unless ``relay=False``, as compose
-    runs it) on a free loopback port, migrated and with an API key, in its own process: a gateway
-    the test can SIGKILL. ``module``: the CLI to run it with (``tests.reliability.chaos_relay``
-    for an instrumented relay)."""
+    """``lungcad serve`` (no workers, its relay in process) on a free loopback port, migrated
+    and with an API key, in its own process: a gateway the test can SIGKILL. ``module``: the CLI
+    to run it with (``tests.reliability.chaos_relay`` for an instrumented relay)."""
 
-    def __init__(self, settings: Settings, relay: bool = True, module: str = "lungcad.cli",
+    def __init__(self, settings: Settings, module: str = "lungcad.cli",
                  extra_env: dict[str, str] | None = None) -> None:
         from lungcad_gateway.migrate import upgrade
 
@@ -183,8 +182,8 @@ class GatewayProcess(ChildProcess):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(settings, [module, "serve", "--host", "127.0.0.1", "--port",
-                                    str(self.port), "--no-workers", "--no-migrate",
-                                    *([] if relay else ["--no-relay"])], "gateway", extra_env)
+                                    str(self.port), "--no-workers", "--no-migrate"],
+                         "gateway", extra_env)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -202,16 +201,19 @@ class GatewayProcess(ChildProcess):
                             timeout=60)
 
 
+PAUSE_S = 0.02  # between one upload thread's requests
+
+
 class Uploads:
     """Threads that each POST ``files`` to /v1/jobs in a loop until stopped. ``answers``: one
     (start, status, seconds, Retry-After, job id, problem code) per request; status 0 is an
     exception (its name in place of the code): a reset, a refused connection, a timeout."""
 
     def __init__(self, client: Any, files: list[tuple[str, tuple[str, bytes]]],
-                 threads: int = 3, timeout_s: float = 30.0, pause_s: float = 0.02) -> None:
+                 threads: int = 3, timeout_s: float = 30.0) -> None:
         self.answers: list[tuple[float, int, float, str | None, str | None, str | None]] = []
         self._stop = threading.Event()
-        self._client, self._files, self._timeout, self._pause = client, files, timeout_s, pause_s
+        self._client, self._files, self._timeout = client, files, timeout_s
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         for thread in self._threads:
             thread.start()
@@ -231,7 +233,7 @@ class Uploads:
                 except Exception as exc:  # noqa: BLE001 - a hang or reset is an answer here
                     self.answers.append((t, 0, time.monotonic() - t, None, None,
                                          type(exc).__name__))
-                self._stop.wait(self._pause)
+                self._stop.wait(PAUSE_S)
 
     def accepted(self) -> list[str]:
         return [a[4] for a in self.answers if a[4]]

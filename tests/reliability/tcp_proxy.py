@@ -43,7 +43,6 @@ class TcpProxy:
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self.port = free_port()
-        self.connections = 0
         self.resets = 0
         self._open: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -64,7 +63,6 @@ class TcpProxy:
         except OSError:
             _reset(writer)
             return
-        self.connections += 1
         pair = {writer, up_writer}
         self._open |= pair
         try:

@@ -174,8 +174,9 @@ async def _inspect_while_settling(form: ParsedForm, settings: Settings) -> Uploa
 
 
 async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
-                        idempotency_key: str | None) -> tuple[Job, bool]:
-    """Returns (job, created). ``created`` is False for an idempotent replay."""
+                        idempotency_key: str | None, timer: PhaseTimer) -> tuple[Job, bool]:
+    """Returns (job, created). ``created`` is False for an idempotent replay. ``timer`` gets
+    the wall time of each phase."""
     settings = runtime.settings
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
@@ -187,8 +188,6 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
     spool_root.mkdir(parents=True, exist_ok=True)
     spool = Path(tempfile.mkdtemp(prefix="upload-", dir=spool_root))
     stored: list[tuple[StoredObject, str, str | None]] = []
-    timer = PhaseTimer()
-    request.state.phases = timer.phases
     form: ParsedForm | None = None
     try:
         form = await read_form(request.stream(), request.headers.get("content-type", ""), spool,

@@ -130,7 +130,7 @@ class SpooledFile:
 class ParsedForm:
     """The parsed upload. Its file bytes are written (in the page cache) but may not be on disk
     yet: :meth:`settle` waits for each part's fsync and SHA-256, so the caller can inspect the
-    files meanwhile. :meth:`close` (also called by ``settle``) releases the writer thread."""
+    files meanwhile. The owner calls :meth:`close` when done, settled or not."""
 
     files: list[SpooledFile] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
@@ -138,11 +138,8 @@ class ParsedForm:
     durable: list[tuple[SpooledFile, Future[str]]] = field(default_factory=list)
 
     async def settle(self) -> None:
-        try:
-            for spooled, future in self.durable:
-                spooled.sha256 = await asyncio.wrap_future(future)
-        finally:
-            self.close()
+        for spooled, future in self.durable:
+            spooled.sha256 = await asyncio.wrap_future(future)
 
     def close(self) -> None:
         """Never blocks: an fsync still queued (a refused upload) runs and closes its file on
@@ -238,6 +235,19 @@ class _Collector:
                                    code="duplicate_field", status=400)
             self.form.fields[self._name] = self._field_value.decode("utf-8", "replace")
 
+    async def complete(self) -> ParsedForm:
+        """After the body's last byte: wait for the file writes (not the fsyncs, which
+        :meth:`ParsedForm.settle` awaits) and hand the form over with its threads."""
+        if self._current is not None:
+            raise InvalidInput("The multipart body ended in the middle of a file.",
+                               code="malformed_body", status=400)
+        for spooled, futures in self.closing:  # writes, off the event loop
+            for future in futures[:-1]:
+                await asyncio.wrap_future(future)
+            self.form.durable.append((spooled, futures[-1]))
+        self.form.executors = [self._executor, self._hasher]
+        return self.form
+
     async def drain(self) -> None:
         """Wait, without blocking the event loop, while the current part's queue is full."""
         while self._out is not None and (oldest := self._out.backlog()) is not None:
@@ -275,13 +285,7 @@ async def read_form(stream: AsyncIterator[bytes], content_type: str, spool_dir: 
             parser.write(chunk)
             await collector.drain()
         parser.finalize()
-        if collector._current is not None:
-            raise InvalidInput("The multipart body ended in the middle of a file.",
-                               code="malformed_body", status=400)
-        for spooled, futures in collector.closing:  # writes, off the event loop
-            for future in futures[:-1]:
-                await asyncio.wrap_future(future)
-            collector.form.durable.append((spooled, futures[-1]))
+        return await collector.complete()
     except MultipartParseError as exc:
         collector.abort()
         raise InvalidInput(f"The multipart body is malformed ({exc}).", code="malformed_body",
@@ -289,6 +293,4 @@ async def read_form(stream: AsyncIterator[bytes], content_type: str, spool_dir: 
     except BaseException:
         collector.abort()
         raise
-    collector.form.executors = [collector._executor, collector._hasher]
-    return collector.form
 

@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from lungcad_inference.training.device import DEVICES
+
 log = logging.getLogger(__name__)
 
 
@@ -192,7 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("model", choices=("detector", "malignancy"))
     t.add_argument("--config", choices=("small", "large"), default="small",
                    help="small: 2-core CPU; large: GPU (with --device cuda or auto)")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    t.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to train: auto = cuda when torch sees a GPU, else cpu")
     t.add_argument("--amp", action="store_true",
                    help="mixed precision (float16 autocast + gradient scaling), CUDA only")

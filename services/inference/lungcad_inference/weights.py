@@ -20,8 +20,10 @@ def save_weights(model: Any, network_kwargs: dict[str, Any], path: Path,
                  sidecar: dict[str, Any]) -> None:
     import torch
 
+    from lungcad_inference.training.device import cpu_copy
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = cpu_copy(model.state_dict())
     torch.save({"state_dict": state, "network": network_kwargs}, path)
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
 

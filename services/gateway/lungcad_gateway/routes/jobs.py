@@ -30,7 +30,7 @@ from lungcad_gateway.deps import (
     api_key_from,
     authenticate,
 )
-from lungcad_gateway.ingest import accept_upload, find_idempotent, server_timing
+from lungcad_gateway.ingest import PhaseTimer, accept_upload, find_idempotent, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
 from lungcad_gateway.runtime import Runtime
 
@@ -85,8 +85,9 @@ async def create_job(request: Request, response: Response, runtime: RuntimeDep,
                      idempotency_key: Annotated[str | None, Header()] = None) -> JobPublic:
     """Upload one chest CT study. Answers 202 with the job; poll its Location."""
     existing = await run_in_threadpool(find_idempotent, runtime, tenant, idempotency_key)
+    timer = PhaseTimer()
     if existing is None:
-        job, created = await accept_upload(request, runtime, tenant, idempotency_key)
+        job, created = await accept_upload(request, runtime, tenant, idempotency_key, timer)
     else:
         job, created = existing, False
     if not created:
@@ -96,7 +97,7 @@ async def create_job(request: Request, response: Response, runtime: RuntimeDep,
             body = job_public(job)
     else:
         body = job_public(job)
-        response.headers["Server-Timing"] = server_timing(request.state.phases)
+        response.headers["Server-Timing"] = server_timing(timer.phases)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return body
 

@@ -34,13 +34,14 @@ def amp_enabled(device: str, requested: bool) -> bool:
     return requested and device.startswith("cuda")
 
 
-def autocast(device: str, enabled: bool) -> AbstractContextManager[Any]:
-    """float16 autocast on CUDA when ``enabled``; a no-op context otherwise."""
+def autocast(device: Any, enabled: bool) -> AbstractContextManager[Any]:
+    """float16 autocast on ``device`` when ``enabled`` (see :func:`amp_enabled`: CUDA only); a
+    no-op context otherwise."""
     import torch
 
     if not enabled:
         return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.float16)
 
 
 def grad_scaler(enabled: bool) -> Any:
