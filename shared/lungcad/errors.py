@@ -44,6 +44,10 @@ class NotFound(LungcadError):
     title = "Not found"
 
 
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"No job {job_id[:100]} for this API key.", code="job_not_found")
+
+
 class Conflict(LungcadError):
     code = "conflict"
     status = 409

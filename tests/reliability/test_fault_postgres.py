@@ -31,6 +31,7 @@ def run_outage(tmp_path: Path, request: pytest.FixtureRequest, outage_s: float) 
     worker_pid = worker.process.pid
     study = [("files", (p.name, p.read_bytes())) for p in ct_series(tmp_path / "s", n=2)]
     log: list[tuple[float, str, int, float, str | None, str | None]] = []
+    polled: list[str] = []
     stop = threading.Event()
 
     def load() -> None:
@@ -39,13 +40,19 @@ def run_outage(tmp_path: Path, request: pytest.FixtureRequest, outage_s: float) 
             while not stop.is_set():
                 i += 1
                 t = time.monotonic()
+                # a submit, a list and a status poll (its own event-loop read on Postgres)
+                kind = ("poll", "post", "get")[i % 3] if polled else "post"
                 try:
-                    if i % 2:
+                    if kind == "post":
                         r = client.post("/v1/jobs", files=study)
-                    else:
+                    elif kind == "get":
                         r = client.get("/v1/jobs", params={"limit": 5})
+                    else:
+                        r = client.get(f"/v1/jobs/{polled[-1]}")
                     job_id = r.json().get("id") if r.status_code == 202 else None
-                    log.append((t, "post" if i % 2 else "get", r.status_code,
+                    if job_id:
+                        polled.append(job_id)
+                    log.append((t, kind, r.status_code,
                                 time.monotonic() - t, r.headers.get("retry-after"), job_id))
                 except Exception as exc:  # noqa: BLE001 - a hang or reset is a failure here
                     log.append((t, type(exc).__name__, 0, time.monotonic() - t, None, None))
@@ -77,7 +84,7 @@ def run_outage(tmp_path: Path, request: pytest.FixtureRequest, outage_s: float) 
         ran = [i for i, j in jobs.items() if j["state"] in TERMINAL
                and j["error_code"] not in ("deadline_exceeded", "worker_lost")]
         report(f"postgres_outage[{outage_s:g}s]", requests=len(log),
-               during_outage=dict(Counter(e[2] for e in during)),
+               during_outage=dict(Counter(f"{e[1]}:{e[2]}" for e in during)),
                max_latency_during_s=round(max((e[3] for e in during), default=0), 3),
                stop_took_s=round(stopped_at - down_at, 2),
                recovered_after_s=None if recovered_s is None else round(recovered_s, 2),
@@ -86,6 +93,7 @@ def run_outage(tmp_path: Path, request: pytest.FixtureRequest, outage_s: float) 
                worker_restarted=worker.process.pid != worker_pid or not worker.alive())
         assert during and all(e[2] == 503 and e[4] for e in during), Counter(
             (e[1], e[2]) for e in during)
+        assert {"poll", "post", "get"} <= {e[1] for e in during} | {e[1] for e in after}
         assert max(e[3] for e in during) < 2.0
         assert recovered_s is not None and recovered_s <= 10 and not late_errors
         assert len(ran) == len(accepted), states

@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
         finally:
             if relay is not None:
                 relay.stop()
+            await runtime.aclose()
             audit_writer.stop()
             runtime.close()
 

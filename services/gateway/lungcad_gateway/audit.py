@@ -165,7 +165,8 @@ class AuditMiddleware:
     def _event(scope: Scope, status: int, location: str | None) -> AuditEvent:
         state = scope.get("state") or {}
         path = scope.get("path", "")
-        resource = location if location and status < 300 else path
+        # Postgres text cannot hold a NUL: a path carrying one (%00) is recorded re-encoded.
+        resource = (location if location and status < 300 else path).replace("\x00", "%00")
         client = scope.get("client")
         return AuditEvent(created_at=utcnow(), tenant_id=state.get("tenant_id"),
                           actor=actor_of(scope),

@@ -71,6 +71,9 @@ class RateLimiter:
         self.rate = settings.rate_limit_per_s
         self.burst = settings.rate_limit_burst
         self._redis: Any = None
+        self._async_redis: Any = None
+        self._async_script: Any = None
+        self._broker_url = settings.broker_url
         if self.enabled and settings.broker_url.startswith(("redis://", "rediss://")):
             import redis
 
@@ -86,22 +89,51 @@ class RateLimiter:
 
     def check(self, api_key: str) -> None:
         """Take one token for ``api_key``; raise RateLimited when there is none."""
-        if not self.enabled:
+        redis_key = self._redis_key(api_key)
+        if redis_key is None:
             return
+        try:
+            answer = self._script(keys=[redis_key], args=self._script_args())
+        except Exception as exc:  # noqa: BLE001 - fail open: the limiter must not cause outages
+            _let_through(exc)
+            return
+        self._raise_if_waiting(_wait_ms(answer))
+
+    async def check_async(self, api_key: str) -> None:
+        """``check`` for the event loop: the Redis round trip is awaited, never blocked on."""
+        redis_key = self._redis_key(api_key)
+        if redis_key is None:
+            return
+        try:
+            if self._async_script is None:
+                import redis.asyncio
+
+                self._async_redis = redis.asyncio.Redis.from_url(
+                    self._broker_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+                self._async_script = self._async_redis.register_script(_LUA)
+            answer = await self._async_script(keys=[redis_key], args=self._script_args())
+        except Exception as exc:  # noqa: BLE001 - fail open, as in check()
+            _let_through(exc)
+            return
+        self._raise_if_waiting(_wait_ms(answer))
+
+    def _redis_key(self, api_key: str) -> str | None:
+        """The Redis bucket to take the token from; None when it was decided here (the limit
+        is off, or the buckets live in this process: RateLimited raised when empty)."""
+        if not self.enabled:
+            return None
         bucket = hashlib.sha256(api_key.encode()).hexdigest()[:32]
-        wait_ms = self._take_redis(bucket) if self._redis is not None else self._take_local(
-            bucket)
+        if self._redis is None:
+            self._raise_if_waiting(self._take_local(bucket))
+            return None
+        return REDIS_PREFIX + bucket
+
+    def _script_args(self) -> list[object]:
+        return [self.rate, self.burst, f"{time.time():.6f}", 1]
+
+    def _raise_if_waiting(self, wait_ms: int | None) -> None:
         if wait_ms is not None:
             raise RateLimited(max(1, math.ceil(wait_ms / 1000)), self.rate)
-
-    def _take_redis(self, bucket: str) -> int | None:
-        try:
-            allowed, wait_ms = self._script(keys=[REDIS_PREFIX + bucket],
-                                            args=[self.rate, self.burst, f"{time.time():.6f}", 1])
-        except Exception as exc:  # noqa: BLE001 - fail open: the limiter must not cause outages
-            log.warning("rate limiter unavailable, request let through: %s", exc)
-            return None
-        return None if int(allowed) == 1 else int(wait_ms)
 
     def _take_local(self, bucket: str) -> int | None:
         now = time.monotonic()
@@ -122,3 +154,19 @@ class RateLimiter:
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
+
+    async def aclose(self) -> None:
+        """Close the event loop's Redis client (``check_async``), in the loop that used it."""
+        if self._async_redis is not None:
+            client, self._async_redis, self._async_script = self._async_redis, None, None
+            await client.aclose()
+
+
+def _let_through(exc: Exception) -> None:
+    log.warning("rate limiter unavailable, request let through: %s", exc)
+
+
+def _wait_ms(answer: Any) -> int | None:
+    """The script's ``{allowed, wait_ms}``: None when the token was taken."""
+    allowed, wait_ms = answer
+    return None if int(allowed) == 1 else int(wait_ms)

@@ -15,6 +15,7 @@ from lungcad.db.session import make_engine, make_sessionmaker
 from lungcad.settings import Settings
 from lungcad.storage import ObjectStore, make_store
 from lungcad_gateway.ratelimit import RateLimiter
+from lungcad_gateway.status_reader import StatusReader, asyncpg_dsn
 
 
 @dataclass
@@ -39,8 +40,21 @@ class Runtime:
         return RateLimiter(self.settings)
 
     @cached_property
+    def status_reader(self) -> StatusReader | None:
+        """The poll's read on the event loop; None on SQLite (its thread path is cheap)."""
+        dsn = asyncpg_dsn(self.settings.database_url)
+        return StatusReader(self.settings, dsn) if dsn else None
+
+    @cached_property
     def celery(self) -> Celery:
         return create_celery(self.settings)
+
+    async def aclose(self) -> None:
+        """Close what lives in the serving event loop (run there, before ``close``)."""
+        if self.__dict__.get("status_reader") is not None:
+            await self.status_reader.close()  # type: ignore[union-attr]
+        if "rate_limiter" in self.__dict__:
+            await self.rate_limiter.aclose()
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -15,6 +16,15 @@ from lungcad.db.types import UTCDateTime, utcnow
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` has the shape of :func:`new_id`'s IDs. A path parameter that has not
+    matches no row and is answered without a query (a NUL in it was a 500 on Postgres)."""
+    return _ID.fullmatch(value) is not None
 
 
 class Base(DeclarativeBase):

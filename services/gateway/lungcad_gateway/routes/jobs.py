@@ -14,9 +14,9 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 from starlette.concurrency import run_in_threadpool
 
-from lungcad.db.models import ApiKey, Artifact, Job, JobInput, JobState
+from lungcad.db.models import Artifact, Job, JobInput, JobState, is_id
 from lungcad.db.types import utcnow
-from lungcad.errors import Conflict, InvalidInput, LungcadError, NotFound
+from lungcad.errors import Conflict, InvalidInput, LungcadError, NotFound, job_not_found
 from lungcad.schemas import ArtifactsPublic, JobPublic, JobsPublic, Problem
 from lungcad.storage import ObjectNotFound
 from lungcad_gateway.auth import hash_key, is_key_shaped
@@ -33,6 +33,7 @@ from lungcad_gateway.deps import (
 from lungcad_gateway.ingest import PhaseTimer, accept_upload, find_idempotent, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
 from lungcad_gateway.runtime import Runtime
+from lungcad_gateway.status_reader import JOB_BY_KEY
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -72,9 +73,9 @@ UPLOAD_BODY = {
 def _load_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = session.execute(select(Job).options(joinedload(Job.inputs))
                           .where(Job.id == job_id, Job.tenant_id == tenant_id)
-                          ).unique().scalars().first()
+                          ).unique().scalars().first() if is_id(job_id) else None
     if job is None:
-        raise NotFound(f"No job {job_id} for this API key.", code="job_not_found")
+        raise job_not_found(job_id)
     return job
 
 
@@ -131,39 +132,56 @@ def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
 
 @router.get("/{job_id}", response_model=JobPublic, responses=PROBLEMS, summary="Job status")
 async def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
-    """The poll target, kept cheap: authentication, the job and its inputs in one worker-thread
-    hop and two queries, serialised once (a sync endpoint with session and tenant dependencies
-    took five thread hops and four queries, and validated the model twice)."""
-    body = await to_thread.run_sync(_job_status, request, runtime, job_id,
+    """The poll target, kept cheap. On Postgres the common case (a live key that owns the job)
+    is one asyncpg query on the event loop; otherwise authentication, the job and its inputs
+    take one worker-thread hop and two queries. Anything else takes the full path (401 / 404)."""
+    key = api_key_from(request)
+    key_shaped = bool(key) and is_key_shaped(key)  # type: ignore[arg-type]
+    reader = runtime.status_reader
+    if reader is None or not key_shaped or not is_id(job_id):
+        body = await to_thread.run_sync(_job_status, request, runtime, job_id,
+                                        limiter=_POLL_THREADS)
+        return Response(body, media_type="application/json")
+    await runtime.rate_limiter.check_async(key)  # type: ignore[arg-type]
+    row = await reader.job_row(hash_key(key), job_id)  # type: ignore[arg-type]
+    if row is not None:
+        request.state.tenant_id = row["tenant_id"]
+        return _status_response(SimpleNamespace(**row))
+    body = await to_thread.run_sync(_full_status, request, runtime, job_id, True,
                                     limiter=_POLL_THREADS)
     return Response(body, media_type="application/json")
 
 
-_JOBS, _KEYS, _INPUTS = Job.__table__, ApiKey.__table__, JobInput.__table__
-# The common poll in two Core queries (no ORM identity map): the job through a live key of its
-# tenant, then its inputs. A miss takes the full path, which gives 401 / 404 as usual.
-_STATUS_BY_KEY = (select(_KEYS.c.tenant_id, *[c for c in _JOBS.c if c.key != "tenant_id"])
-                  .join(_JOBS, _JOBS.c.tenant_id == _KEYS.c.tenant_id)
-                  .where(_KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None),
-                         _JOBS.c.id == bindparam("job_id")))
+_INPUTS = JobInput.__table__
 _INPUTS_OF = (select(_INPUTS.c.ordinal, _INPUTS.c.kind, _INPUTS.c.size, _INPUTS.c.sha256)
               .where(_INPUTS.c.job_id == bindparam("job_id")).order_by(_INPUTS.c.ordinal))
 
 
+def _status_response(job: Any) -> Response:
+    return Response(job_public(job).model_dump_json().encode(), media_type="application/json")
+
+
 def _job_status(request: Request, runtime: Runtime, job_id: str) -> bytes:
+    """The poll in two Core queries (no ORM identity map): the job through a live key of its
+    tenant, then its inputs. A miss takes the full path."""
     key = api_key_from(request)
-    with runtime.sessions() as session:
-        checked = bool(key) and is_key_shaped(key)  # type: ignore[arg-type]
-        if checked:
-            runtime.rate_limiter.check(key)  # type: ignore[arg-type]
-            row = session.execute(_STATUS_BY_KEY, {"key_hash": hash_key(key),
-                                                   "job_id": job_id}).first()
+    checked = bool(key) and is_key_shaped(key)  # type: ignore[arg-type]
+    if checked:
+        runtime.rate_limiter.check(key)  # type: ignore[arg-type]
+    if checked and is_id(job_id):
+        with runtime.sessions() as session:
+            row = session.execute(JOB_BY_KEY, {"key_hash": hash_key(key),  # type: ignore[arg-type]
+                                               "job_id": job_id}).first()
             if row is not None:
                 request.state.tenant_id = row.tenant_id
                 inputs = session.execute(_INPUTS_OF, {"job_id": job_id}).all()
-                job = SimpleNamespace(**row._mapping, inputs=inputs)
-                return job_public(job).model_dump_json().encode()  # type: ignore[arg-type]
-        tenant = authenticate(request, session, runtime, rate_checked=checked)
+                return _status_response(SimpleNamespace(**row._mapping, inputs=inputs)).body
+    return _full_status(request, runtime, job_id, checked)
+
+
+def _full_status(request: Request, runtime: Runtime, job_id: str, rate_checked: bool) -> bytes:
+    with runtime.sessions() as session:
+        tenant = authenticate(request, session, runtime, rate_checked=rate_checked)
         return job_public(_load_job(session, tenant.id, job_id)).model_dump_json().encode()
 
 
@@ -174,9 +192,9 @@ def delete_job(job_id: str, session: SessionDep, tenant: TenantDep, store: Store
     """Cancels a job that is still running and deletes its stored inputs and results. The job
     record stays (state ``canceled`` or its final state, ``deleted: true``) as an audit trail."""
     job = session.scalars(select(Job).where(Job.id == job_id, Job.tenant_id == tenant.id)
-                          .with_for_update()).first()
+                          .with_for_update()).first() if is_id(job_id) else None
     if job is None:
-        raise NotFound(f"No job {job_id} for this API key.", code="job_not_found")
+        raise job_not_found(job_id)
     from lungcad.jobs import enqueue_webhook
 
     if not JobState(job.state).is_terminal:

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, nulls_last, select
 from sqlalchemy.orm import Session, selectinload
 
-from lungcad.db.models import Artifact, FindingRow, Job, JobState
-from lungcad.errors import Conflict, LungcadError, NotFound
+from lungcad.db.models import Artifact, FindingRow, Job, JobState, is_id
+from lungcad.errors import Conflict, LungcadError, NotFound, job_not_found
 from lungcad.findings import NOTICE, FindingsDocument
 from lungcad.imaging.geometry import Geometry
 from lungcad.schemas import JobPublic, Problem
@@ -99,9 +99,10 @@ class ViewerCase(BaseModel):
 # -- helpers shared with the feedback routes --------------------------------------------------
 def load_job(session: Session, tenant_id: str, job_id: str) -> Job:
     job = session.scalars(select(Job).options(selectinload(Job.inputs))
-                          .where(Job.id == job_id, Job.tenant_id == tenant_id)).first()
+                          .where(Job.id == job_id, Job.tenant_id == tenant_id)
+                          ).first() if is_id(job_id) else None
     if job is None:
-        raise NotFound(f"No job {job_id} for this API key.", code="job_not_found")
+        raise job_not_found(job_id)
     if job.deleted_at is not None:
         raise LungcadError("The job's data was deleted.", code="job_deleted", status=410)
     return job
