@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -296,27 +297,45 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """A real Celery worker (``lungcad worker``) in its own process."""
+class ChildProcess:
+    """``python -m <argv>`` in its own process with ``settings`` (a worker, a relay, a gateway),
+    its output in a log file under the data folder."""
 
-    def __init__(self, settings: Settings, queues: str = "preprocess,inference",
-                 pool: str = "solo") -> None:
-        self.settings = settings
-        self.log = settings.data_dir / f"worker-{secrets.token_hex(3)}.log"
+    def __init__(self, settings: Settings, argv: list[str], name: str,
+                 extra_env: dict[str, str] | None = None) -> None:
+        env = settings_env(settings)
+        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        env.update(extra_env or {})
+        self.log = settings.data_dir / f"{name}-{time.monotonic_ns()}.log"
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "lungcad.cli", "worker", "--queues", queues, "--pool", pool],
-            env=settings_env(settings), stdout=open(self.log, "wb"),  # noqa: SIM115
+            [sys.executable, "-m", *argv], env=env, cwd=ROOT, stdout=open(self.log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT)
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.alive():
             self.process.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+                self.kill()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class WorkerProcess(ChildProcess):
+    """A real Celery worker (``lungcad worker``) in its own process."""
+
+    def __init__(self, settings: Settings, queues: str = "preprocess,inference",
+                 pool: str = "solo") -> None:
+        super().__init__(settings, ["lungcad.cli", "worker", "--queues", queues, "--pool", pool],
+                         "worker")

@@ -12,27 +12,28 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from lungcad import synthetic
+from lungcad.db.models import Artifact, FindingRow
 from lungcad.settings import Settings
 from tests.conftest import (
     ROOT,
+    ChildProcess,
     create_api_key,
     free_port,
     make_settings,
-    settings_env,
     start_gateway,
 )
 
@@ -121,41 +122,6 @@ def preprocessed(job: dict) -> bool:
     return job["state"] in TERMINAL or job["state"] == "inferring"
 
 
-class ChildProcess:
-    """``python -m <argv>`` in its own process with ``settings`` (a worker, a relay, a gateway),
-    its output in a log file under the data folder."""
-
-    def __init__(self, settings: Settings, argv: list[str], name: str,
-                 extra_env: dict[str, str] | None = None) -> None:
-        env = settings_env(settings)
-        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
-        env.update(extra_env or {})
-        self.log = settings.data_dir / f"{name}-{time.monotonic_ns()}.log"
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", *argv], env=env, cwd=ROOT, stdout=open(self.log, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.alive():
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 class ChaosWorker(ChildProcess):
     """A real Celery worker (``tests.reliability.chaos_worker``) that records every stage run in
     a ledger and can be told to misbehave (see that module)."""
@@ -204,14 +170,25 @@ class GatewayProcess(ChildProcess):
 PAUSE_S = 0.02  # between one upload thread's requests
 
 
+class Answer(NamedTuple):
+    """One upload's answer. ``status`` 0 is an exception, with its name in ``code``: a reset,
+    a refused connection, a timeout."""
+
+    start: float  # time.monotonic() when sent
+    status: int
+    seconds: float
+    retry_after: str | None
+    job_id: str | None  # of a 202
+    code: str | None  # the problem's code
+
+
 class Uploads:
-    """Threads that each POST ``files`` to /v1/jobs in a loop until stopped. ``answers``: one
-    (start, status, seconds, Retry-After, job id, problem code) per request; status 0 is an
-    exception (its name in place of the code): a reset, a refused connection, a timeout."""
+    """Threads that each POST ``files`` to /v1/jobs in a loop until stopped; one
+    :class:`Answer` per request in ``answers``."""
 
     def __init__(self, client: Any, files: list[tuple[str, tuple[str, bytes]]],
                  threads: int = 3, timeout_s: float = 30.0) -> None:
-        self.answers: list[tuple[float, int, float, str | None, str | None, str | None]] = []
+        self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._client, self._files, self._timeout = client, files, timeout_s
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -226,17 +203,17 @@ class Uploads:
                 try:
                     r = client.post("/v1/jobs", files=self._files)
                     body = r.json() if r.headers.get("content-type", "").endswith("json") else {}
-                    self.answers.append((t, r.status_code, time.monotonic() - t,
-                                         r.headers.get("retry-after"),
-                                         body.get("id") if r.status_code == 202 else None,
-                                         body.get("code")))
+                    self.answers.append(Answer(t, r.status_code, time.monotonic() - t,
+                                               r.headers.get("retry-after"),
+                                               body.get("id") if r.status_code == 202 else None,
+                                               body.get("code")))
                 except Exception as exc:  # noqa: BLE001 - a hang or reset is an answer here
-                    self.answers.append((t, 0, time.monotonic() - t, None, None,
-                                         type(exc).__name__))
+                    self.answers.append(Answer(t, 0, time.monotonic() - t, None, None,
+                                               type(exc).__name__))
                 self._stop.wait(PAUSE_S)
 
     def accepted(self) -> list[str]:
-        return [a[4] for a in self.answers if a[4]]
+        return [a.job_id for a in self.answers if a.job_id]
 
     def stop(self) -> None:
         self._stop.set()
@@ -282,6 +259,19 @@ def fault_settings(tmp_path: Path, request: pytest.FixtureRequest, **overrides: 
                               "rate_limit_per_s": 0, "preprocess_timeout_s": 60}
     fields.update(overrides)
     return prod_settings(tmp_path, request, **fields)
+
+
+def result_counts(sessions: Any) -> tuple[Counter[str], int]:
+    """Findings documents per job ID, and how many findings were stored more than once (a
+    stage that completed twice would leave either)."""
+    with sessions() as session:
+        findings = Counter(session.scalars(select(Artifact.job_id).where(
+            Artifact.name == "findings.json")))
+        duplicates = session.scalar(select(func.count()).select_from(
+            select(FindingRow.job_id, FindingRow.finding_id)
+            .group_by(FindingRow.job_id, FindingRow.finding_id)
+            .having(func.count() > 1).subquery())) or 0
+    return findings, duplicates
 
 
 def stage_runs(entries: list[dict]) -> dict[tuple[str, str], list[dict]]:

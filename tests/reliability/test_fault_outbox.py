@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from lungcad.db.models import Artifact, FindingRow, Job, OutboxKind, OutboxMessage
+from lungcad.db.models import Job, OutboxKind, OutboxMessage
 from lungcad.db.session import make_engine, make_sessionmaker
 from tests.conftest import start_gateway
 from tests.reliability.conftest import (
@@ -32,6 +32,7 @@ from tests.reliability.conftest import (
     fault_settings,
     read_ledger,
     report,
+    result_counts,
     stage_runs,
     submit,
     tiny_ct_zip,
@@ -73,13 +74,7 @@ def _ran_once(sessions: Any, client: Any, ledger: Path,
     jobs = wait_jobs(client, ids, lambda j: j["state"] in TERMINAL, timeout=60 + 15 * len(ids))
     runs = stage_runs(read_ledger(ledger))
     per_stage = Counter(len(runs.get((i, s), [])) for i in ids for s in STAGES)
-    with sessions() as session:
-        findings = Counter(session.scalars(select(Artifact.job_id).where(
-            Artifact.name == "findings.json")))
-        duplicate_findings = session.scalar(select(func.count()).select_from(
-            select(FindingRow.job_id, FindingRow.finding_id)
-            .group_by(FindingRow.job_id, FindingRow.finding_id)
-            .having(func.count() > 1).subquery()))
+    findings, duplicate_findings = result_counts(sessions)
     states = Counter(j["state"] for j in jobs.values())
     figures = {"jobs": len(ids), "succeeded": states["succeeded"],
                "runs_per_stage": dict(per_stage),
@@ -118,7 +113,7 @@ def test_gateway_killed_between_commit_and_enqueue(tmp_path: Path,
         with gw.client() as client:
             figures = _ran_once(sessions, client, ledger, accepted)
         report("gateway_killed_before_enqueue", accepted=len(accepted),
-               answers=dict(Counter(a[1] or a[5] for a in uploads.answers)),
+               answers=dict(Counter(a.status or a.code for a in uploads.answers)),
                committed_not_published_at_kill=len(pending - sent),
                published_not_marked_at_kill=len(pending & sent),
                recovered_in_s=round(time.monotonic() - started, 1), **figures)

@@ -45,13 +45,13 @@ def run_cut(tmp_path: Path, request: pytest.FixtureRequest, cut_s: float) -> Non
         uploads.stop()
         answers = uploads.answers
         # Wholly inside the cut (a request that began just before the restore may store after).
-        during = [a for a in answers if cut_at + 0.5 <= a[0] and a[0] + a[2] < up_at]
+        during = [a for a in answers if cut_at + 0.5 <= a.start and a.start + a.seconds < up_at]
         # Every request begun in the cut, including one that hung past the restore.
-        begun_in_cut = [a for a in answers if cut_at + 0.5 <= a[0] < up_at]
-        after = [a for a in answers if a[0] >= up_at]
-        first_ok = next((a[0] for a in after if a[1] == 202), None)
-        late_errors = [a for a in after if first_ok is not None and a[0] > first_ok
-                       and a[1] != 202]
+        begun_in_cut = [a for a in answers if cut_at + 0.5 <= a.start < up_at]
+        after = [a for a in answers if a.start >= up_at]
+        first_ok = next((a.start for a in after if a.status == 202), None)
+        late_errors = [a for a in after if first_ok is not None and a.start > first_ok
+                       and a.status != 202]
         accepted = set(uploads.accepted())
         with gw.runtime.sessions() as session:
             jobs = session.scalars(select(Job).options(selectinload(Job.inputs))).all()
@@ -64,19 +64,22 @@ def run_cut(tmp_path: Path, request: pytest.FixtureRequest, cut_s: float) -> Non
         referenced = {key for rows in inputs.values() for key, _, _ in rows}
         orphans = [key for key in direct.list_keys("jobs/") if key not in referenced]
         report(f"s3_outage[{cut_s:g}s]", requests=len(answers),
-               answers=dict(Counter(a[1] for a in answers)),
-               during_cut=dict(Counter(f"{a[1]} {a[5] or ''}".strip() for a in during)),
-               max_latency_during_s=round(max((a[2] for a in begun_in_cut), default=0), 3),
-               max_latency_s=round(max(a[2] for a in answers), 3), connections_reset=proxy.resets,
+               answers=dict(Counter(a.status for a in answers)),
+               during_cut=dict(Counter(f"{a.status} {a.code or ''}".strip() for a in during)),
+               max_latency_during_s=round(max((a.seconds for a in begun_in_cut), default=0), 3),
+               max_latency_s=round(max(a.seconds for a in answers), 3),
+               connections_reset=proxy.resets,
                recovered_after_s=None if first_ok is None else round(first_ok - up_at, 2),
                errors_after_recovery=len(late_errors), job_rows=len(inputs),
                accepted=len(accepted), objects_checked=len(referenced), bad_objects=len(bad),
                rows_missing_objects=len(short), orphan_objects=len(orphans))
-        assert during and all(a[1] == 503 and a[5] == "storage_unavailable" and a[3]
-                              for a in during), Counter((a[1], a[5]) for a in during)
-        assert all(a[1] in (202, 503) for a in answers), Counter((a[1], a[5]) for a in answers)
-        assert all(a[3] for a in answers if a[1] == 503)
-        assert max(a[2] for a in begun_in_cut) < 5.0
+        assert during and all(a.status == 503 and a.code == "storage_unavailable"
+                              and a.retry_after for a in during), Counter(
+            (a.status, a.code) for a in during)
+        assert all(a.status in (202, 503) for a in answers), Counter(
+            (a.status, a.code) for a in answers)
+        assert all(a.retry_after for a in answers if a.status == 503)
+        assert max(a.seconds for a in begun_in_cut) < 5.0
         assert first_ok is not None and first_ok - up_at < 5 and not late_errors
         assert set(inputs) == accepted  # a 202 has its row; a 503 left none
         assert not bad and not short, (bad[:5], short[:5])

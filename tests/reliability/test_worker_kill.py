@@ -12,9 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from lungcad.db.models import Artifact, FindingRow
 from tests.conftest import start_gateway
 from tests.reliability.conftest import (
     TERMINAL,
@@ -23,6 +21,7 @@ from tests.reliability.conftest import (
     overlapping,
     read_ledger,
     report,
+    result_counts,
     stage_runs,
     submit,
     tiny_ct_zip,
@@ -84,14 +83,7 @@ def run_kills(tmp_path: Path, request: pytest.FixtureRequest, kills: int) -> Non
                              timeout=120 + 10 * kills)
         elapsed = time.monotonic() - started
         runs = stage_runs(read_ledger(ledger))
-        with gw.runtime.sessions() as session:
-            results = Counter(session.scalars(select(Artifact.job_id).where(
-                Artifact.name == "findings.json")).all())
-            duplicate_findings = session.scalar(
-                select(func.count()).select_from(
-                    select(FindingRow.job_id, FindingRow.finding_id)
-                    .group_by(FindingRow.job_id, FindingRow.finding_id)
-                    .having(func.count() > 1).subquery()))
+        results, duplicate_findings = result_counts(gw.runtime.sessions)
         states = Counter(j["state"] for j in jobs.values())
         completed = {key: sum(1 for r in items if r["ok"]) for key, items in runs.items()}
         now = time.time()
