@@ -92,10 +92,11 @@ def load_models(device: str | None = None, threads: int | None = None, *,
     import torch
 
     from lungcad_inference.networks import MalignancyNet, NoduleDetector
+    from lungcad_inference.training.device import resolve_device
 
     if threads:
         torch.set_num_threads(int(threads))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(device or resolve_device("auto"))  # any torch name, e.g. "cuda:1"
     root = weights_dir or WEIGHTS_DIR
     det, det_meta = load_network(detector_path or root / f"{DETECTOR}.pt", NoduleDetector, dev)
     if dev.type == "cpu":
