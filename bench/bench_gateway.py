@@ -14,6 +14,10 @@ object store on the same disk as the plain copy), then:
    with ``bench/loadgen.py`` (keep-alive connections, latency counted from each request's
    scheduled time) and reports p50/p99 latency.
 
+Two context lines bound what ingest can reach on the machine: SHA-256 on one core (the gateway
+hashes each upload as it arrives) and the HTTP receive floor (curl to ``bench/asgi_sink.py``
+under uvicorn, the body read and dropped).
+
 Prints a table of medians. Target: ingest >= 50% of the plain-copy rate; p99 poll < 20 ms.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import platform
 import shutil
@@ -114,6 +119,50 @@ def upload_curl(zip_path: Path, url: str, key: str) -> None:
         raise RuntimeError(f"curl upload answered {status}")
 
 
+def sha256_rate(zip_path: Path, repeat: int) -> float:
+    """SHA-256 of the zip's bytes from memory on one core (MB/s, median): the gateway hashes
+    every upload as it arrives, so this bounds the ingest rate on a CPU without SHA
+    instructions."""
+    data = zip_path.read_bytes()
+    rates = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        hashlib.sha256(data).hexdigest()
+        rates.append(len(data) / (time.perf_counter() - start) / 1e6)
+    return statistics.median(rates)
+
+
+def receive_floor(zip_path: Path, port: int, repeat: int) -> float | None:
+    """The same bytes POSTed by curl to ``bench/asgi_sink.py`` under uvicorn (MB/s, median):
+    what receiving the body costs before any parsing, hashing or writing."""
+    if not shutil.which("curl"):
+        return None
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "asgi_sink:app", "--app-dir",  # noqa: S603
+                               str(Path(__file__).parent), "--port", str(port),
+                               "--log-level", "warning"])
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(url, content=b"", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        rates = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            answer = subprocess.run(["curl", "-sS", "-X", "POST", "--data-binary",  # noqa: S603, S607
+                                     f"@{zip_path}", "-H", "Content-Type: application/zip", url],
+                                    capture_output=True, text=True, check=True, timeout=600)
+            rates.append(zip_path.stat().st_size / (time.perf_counter() - start) / 1e6)
+            if answer.stdout != str(zip_path.stat().st_size):
+                raise RuntimeError(f"the sink read {answer.stdout} bytes")
+        return statistics.median(rates)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def server_phases(response: httpx.Response) -> dict[str, float]:
     header = response.headers.get("server-timing", "")
     return {name: float(ms) for name, ms in
@@ -171,6 +220,8 @@ def main() -> None:
                 clients["curl"] = upload_curl
             copies, uploads, phases, job_id = bench_ingest(
                 zip_path, root / "data", url, server.key, args.repeat, clients)  # type: ignore[attr-defined]
+            floor = receive_floor(zip_path, args.port + 1, args.repeat)
+            sha_rate = sha256_rate(zip_path, args.repeat)
             load = asyncio.run(run_load(f"{url}/v1/jobs/{job_id}",
                                         {"Authorization": f"Bearer {server.key}"},  # type: ignore[attr-defined]
                                         args.rate, args.seconds))
@@ -196,6 +247,11 @@ def main() -> None:
         ratio = upload_rate / copy_rate * 100
         print(f"{f'  ingest / plain copy, {client} (%)':<42}{ratio:>12.0f}  >= 50 "
               f"{'PASS' if ratio >= 50 else 'FAIL'}")
+    print(f"{'  SHA-256 on one core, from memory (MB/s)':<42}{sha_rate:>12.0f}")
+    if floor is not None:
+        print(f"{'  HTTP receive floor, curl, body dropped':<42}{floor:>12.0f}")
+        upload_rate = statistics.median(uploads.get("curl", []) or [0])
+        print(f"{'  ingest curl / receive floor (%)':<42}{upload_rate / floor * 100:>12.0f}")
     for phase, values in phases.items():
         print(f"{f'  server phase {phase}, httpx upload (ms)':<42}"
               f"{statistics.median(values):>12.0f}")
