@@ -163,6 +163,15 @@ def receive_floor(zip_path: Path, port: int, repeat: int) -> float | None:
         server.wait(timeout=30)
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_phases(response: httpx.Response) -> dict[str, float]:
     header = response.headers.get("server-timing", "")
     return {name: float(ms) for name, ms in
@@ -222,9 +231,11 @@ def main() -> None:
                 zip_path, root / "data", url, server.key, args.repeat, clients)  # type: ignore[attr-defined]
             floor = receive_floor(zip_path, args.port + 1, args.repeat)
             sha_rate = sha256_rate(zip_path, args.repeat)
+            cpu_before = process_cpu_s(server.pid)
             load = asyncio.run(run_load(f"{url}/v1/jobs/{job_id}",
                                         {"Authorization": f"Bearer {server.key}"},  # type: ignore[attr-defined]
                                         args.rate, args.seconds))
+            cpu_after = process_cpu_s(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -256,6 +267,9 @@ def main() -> None:
         print(f"{f'  server phase {phase}, httpx upload (ms)':<42}"
               f"{statistics.median(values):>12.0f}")
     print(f"{f'poll p50 at {args.rate:.0f} req/s (ms)':<42}{quantiles[49]:>12.2f}")
+    if cpu_before is not None and cpu_after is not None:
+        print(f"{'gateway CPU per poll (ms)':<42}"
+              f"{(cpu_after - cpu_before) / len(latencies) * 1000:>12.2f}")
     p99 = quantiles[98]
     print(f"{f'poll p99 at {args.rate:.0f} req/s (ms)':<42}{p99:>12.2f}  < 20 "
           f"{'PASS' if p99 < 20 else 'FAIL'}")

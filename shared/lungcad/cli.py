@@ -60,6 +60,7 @@ class EmbeddedServer:
                 self.workers.append(subprocess.Popen(_worker_argv(queue, 1, "solo")))  # noqa: S603
         app = create_app(settings, run_relay=relay)
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                                    access_log=settings.access_log,
                                                     timeout_graceful_shutdown=10))
 
     def run(self) -> None:

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     page_size_default: int = 50
     page_size_max: int = 200
     cors_origins: list[str] = Field(default_factory=list)
+    # uvicorn's line per request. Compose turns it off: nginx in front writes the access log,
+    # and the audit trail records every request that touches a job.
+    access_log: bool = True
     # Per-API-key token bucket: rate_limit_per_s requests a second on average, bursts up to
     # rate_limit_burst. Kept in Redis when the broker is Redis (shared by gateway replicas),
     # else in process memory. 0 turns it off.
