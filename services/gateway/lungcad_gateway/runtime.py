@@ -41,7 +41,8 @@ class Runtime:
 
     @cached_property
     def status_reader(self) -> StatusReader | None:
-        """The poll's read on the event loop; None on SQLite (its thread path is cheap)."""
+        """The poll's read on the event loop (Postgres); None on SQLite, whose reads stay on a
+        worker thread."""
         dsn = asyncpg_dsn(self.settings.database_url)
         return StatusReader(self.settings, dsn) if dsn else None
 

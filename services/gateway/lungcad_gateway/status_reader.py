@@ -1,10 +1,11 @@
 """The status poll's read on the event loop: one asyncpg query on Postgres, no worker thread.
 
 The poll is the API's most frequent request. Through SQLAlchemy's sync session on a worker
-thread it cost about 2.9 ms of gateway CPU on a 2-core VM (pool pre-ping, BEGIN, two queries,
-ROLLBACK, the thread hop and the GIL hand-offs around it), which put its p99 at 200 polls/s
-near 20 ms. Here the job, the tenant check and the inputs are one prepared statement on a small
-asyncpg pool, read in autocommit (a single SELECT is its own snapshot).
+thread it cost 2.8-3.4 ms of gateway CPU on a 2-core VM (pool pre-ping, BEGIN, two queries,
+ROLLBACK, the thread hop and the GIL hand-offs around it), and its p99 at 200 polls/s was often
+over 20 ms. Here the job, the tenant check and the inputs are one prepared statement on a small
+asyncpg pool, read in autocommit (a single SELECT is its own snapshot): 1.9-2.1 ms a poll
+(``bench/bench_gateway.py``, README).
 
 Only the common case is served here: a live API key that owns the job. Anything else (no row)
 returns None and the caller takes the full path, which answers 401 / 404 as every route does.
@@ -100,10 +101,19 @@ class StatusReader:
         for attempt in (1, 2):
             try:
                 pool = await self._get_pool()
-                async with asyncio.timeout(self._timeout + self._statement_timeout_ms / 1000):
-                    row = await pool.fetchrow(_SQL, *args, timeout=self._timeout)
+                # bounds the wait for a pooled connection too (connect, then the statement)
+                async with asyncio.timeout(self._timeout + self._statement_timeout_ms / 1000), \
+                        pool.acquire() as connection:
+                    try:
+                        row = await connection.fetchrow(_SQL, *args)
+                    except BaseException:
+                        connection.terminate()  # in an unknown state: never back to the pool
+                        raise
                 return None if row is None else dict(row)
-            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError) as exc:
+            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError,
+                    asyncpg.exceptions.InternalClientError) as exc:
+                # the server closed the connection under us (a restart, a terminated backend);
+                # the protocol may notice it mid-statement as an internal state error
                 if attempt == 2:
                     raise _unreachable(exc) from exc
                 log.info("status poll: pooled connection lost (%s); retrying", exc)

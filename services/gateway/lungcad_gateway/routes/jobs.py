@@ -141,14 +141,15 @@ async def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> Respons
     if reader is None or not key_shaped or not is_id(job_id):
         body = await to_thread.run_sync(_job_status, request, runtime, job_id,
                                         limiter=_POLL_THREADS)
-        return Response(body, media_type="application/json")
-    await runtime.rate_limiter.check_async(key)  # type: ignore[arg-type]
-    row = await reader.job_row(hash_key(key), job_id)  # type: ignore[arg-type]
-    if row is not None:
-        request.state.tenant_id = row["tenant_id"]
-        return _status_response(SimpleNamespace(**row))
-    body = await to_thread.run_sync(_full_status, request, runtime, job_id, True,
-                                    limiter=_POLL_THREADS)
+    else:
+        await runtime.rate_limiter.check_async(key)  # type: ignore[arg-type]
+        row = await reader.job_row(hash_key(key), job_id)  # type: ignore[arg-type]
+        if row is not None:
+            request.state.tenant_id = row["tenant_id"]
+            body = _status_json(SimpleNamespace(**row))
+        else:
+            body = await to_thread.run_sync(_full_status, request, runtime, job_id, True,
+                                            limiter=_POLL_THREADS)
     return Response(body, media_type="application/json")
 
 
@@ -157,8 +158,8 @@ _INPUTS_OF = (select(_INPUTS.c.ordinal, _INPUTS.c.kind, _INPUTS.c.size, _INPUTS.
               .where(_INPUTS.c.job_id == bindparam("job_id")).order_by(_INPUTS.c.ordinal))
 
 
-def _status_response(job: Any) -> Response:
-    return Response(job_public(job).model_dump_json().encode(), media_type="application/json")
+def _status_json(job: Any) -> bytes:
+    return job_public(job).model_dump_json().encode()
 
 
 def _job_status(request: Request, runtime: Runtime, job_id: str) -> bytes:
@@ -175,14 +176,14 @@ def _job_status(request: Request, runtime: Runtime, job_id: str) -> bytes:
             if row is not None:
                 request.state.tenant_id = row.tenant_id
                 inputs = session.execute(_INPUTS_OF, {"job_id": job_id}).all()
-                return _status_response(SimpleNamespace(**row._mapping, inputs=inputs)).body
+                return _status_json(SimpleNamespace(**row._mapping, inputs=inputs))
     return _full_status(request, runtime, job_id, checked)
 
 
 def _full_status(request: Request, runtime: Runtime, job_id: str, rate_checked: bool) -> bytes:
     with runtime.sessions() as session:
         tenant = authenticate(request, session, runtime, rate_checked=rate_checked)
-        return job_public(_load_job(session, tenant.id, job_id)).model_dump_json().encode()
+        return _status_json(_load_job(session, tenant.id, job_id))
 
 
 @router.delete("/{job_id}", response_model=JobPublic, responses=PROBLEMS,
