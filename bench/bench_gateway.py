@@ -91,14 +91,21 @@ def start_server(data_dir: Path, port: int, database_url: str | None) -> subproc
                                 str(port), "--no-workers"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.key = key  # type: ignore[attr-defined]
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    if wait_until_up(f"http://127.0.0.1:{port}/healthz"):
+        return process
     process.kill()
     raise RuntimeError("server did not start")
+
+
+def wait_until_up(url: str, tries: int = 300) -> bool:
+    """Whether ``url`` answered a GET within ``tries`` tenths of a second."""
+    for _ in range(tries):
+        try:
+            httpx.get(url, timeout=1)
+            return True
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return False
 
 
 def upload_httpx(zip_path: Path, url: str, key: str) -> httpx.Response:
@@ -141,21 +148,18 @@ def receive_floor(zip_path: Path, port: int, repeat: int) -> float | None:
                                str(Path(__file__).parent), "--port", str(port),
                                "--log-level", "warning"])
     url = f"http://127.0.0.1:{port}/"
+    size = zip_path.stat().st_size
     try:
-        for _ in range(100):
-            try:
-                httpx.post(url, content=b"", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        if not wait_until_up(url):
+            raise RuntimeError("the receive-floor sink did not start")
         rates = []
         for _ in range(repeat):
             start = time.perf_counter()
             answer = subprocess.run(["curl", "-sS", "-X", "POST", "--data-binary",  # noqa: S603, S607
                                      f"@{zip_path}", "-H", "Content-Type: application/zip", url],
                                     capture_output=True, text=True, check=True, timeout=600)
-            rates.append(zip_path.stat().st_size / (time.perf_counter() - start) / 1e6)
-            if answer.stdout != str(zip_path.stat().st_size):
+            rates.append(size / (time.perf_counter() - start) / 1e6)
+            if answer.stdout != str(size):
                 raise RuntimeError(f"the sink read {answer.stdout} bytes")
         return statistics.median(rates)
     finally:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-
-from tests.conftest import free_port
 
 LUNGCAD = [sys.executable, "-m", "lungcad.cli"]
 
@@ -59,27 +56,18 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 
 
 def test_serve_writes_an_access_line_per_request_unless_turned_off(tmp_path: Path) -> None:
+    from lungcad.settings import Settings
+    from tests.reliability.conftest import GatewayProcess
+
     lines = {}
-    for setting in ("true", "false"):
-        port = free_port()
-        env = {**os.environ, "LUNGCAD_DATA_DIR": str(tmp_path / setting),
-               "LUNGCAD_ENV": "development", "LUNGCAD_ACCESS_LOG": setting}
-        server = subprocess.Popen(LUNGCAD + ["serve", "--port", str(port), "--no-workers"],  # noqa: S603
-                                  env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+    for setting in (True, False):
+        gateway = GatewayProcess(Settings(env="development", data_dir=tmp_path / str(setting),
+                                          access_log=setting))
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert server.poll() is None, "lungcad serve exited"
-                time.sleep(0.1)
-            assert httpx.get(f"http://127.0.0.1:{port}/v1/jobs/x").status_code == 401
+            assert httpx.get(f"{gateway.url}/v1/jobs/x").status_code == 401
         finally:
-            server.terminate()
-            output = server.communicate(timeout=30)[0]
-        lines[setting] = [line for line in output.splitlines() if '"GET /v1/jobs/x' in line]
-    assert len(lines["true"]) == 1 and "401" in lines["true"][0], lines
-    assert lines["false"] == []
+            gateway.stop()
+        lines[setting] = [line for line in gateway.output().splitlines()
+                          if '"GET /v1/jobs/x' in line]
+    assert len(lines[True]) == 1 and "401" in lines[True][0], lines
+    assert lines[False] == []

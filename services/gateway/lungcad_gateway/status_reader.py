@@ -33,11 +33,11 @@ POOL_SIZE = 4
 APPLICATION_NAME = "lungcad-status-poll"  # how its connections show in pg_stat_activity
 
 _JOBS, _KEYS, _INPUTS = Job.__table__, ApiKey.__table__, JobInput.__table__
-_INPUT_FIELDS = ("ordinal", "kind", "size", "sha256")
+INPUT_FIELDS = ("ordinal", "kind", "size", "sha256")  # of each input in the job document
 _INPUTS_JSON = (
     select(func.coalesce(
         func.json_agg(func.json_build_object(
-            *[part for name in _INPUT_FIELDS
+            *[part for name in INPUT_FIELDS
               for part in (literal_column(f"'{name}'"), _INPUTS.c[name])])
             .op("ORDER BY")(_INPUTS.c.ordinal)),
         literal_column("'[]'::json")))

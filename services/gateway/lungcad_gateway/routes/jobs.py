@@ -33,7 +33,7 @@ from lungcad_gateway.deps import (
 from lungcad_gateway.ingest import PhaseTimer, accept_upload, find_idempotent, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
 from lungcad_gateway.runtime import Runtime
-from lungcad_gateway.status_reader import JOB_BY_KEY
+from lungcad_gateway.status_reader import INPUT_FIELDS, JOB_BY_KEY
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -136,14 +136,14 @@ async def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> Respons
     is one asyncpg query on the event loop; otherwise authentication, the job and its inputs
     take one worker-thread hop and two queries. Anything else takes the full path (401 / 404)."""
     key = api_key_from(request)
-    key_shaped = bool(key) and is_key_shaped(key)  # type: ignore[arg-type]
+    key = key if key and is_key_shaped(key) else None  # any other key takes the full path
     reader = runtime.status_reader
-    if reader is None or not key_shaped or not is_id(job_id):
-        body = await to_thread.run_sync(_job_status, request, runtime, job_id,
+    if reader is None or key is None or not is_id(job_id):
+        body = await to_thread.run_sync(_job_status, request, runtime, job_id, key,
                                         limiter=_POLL_THREADS)
     else:
-        await runtime.rate_limiter.check_async(key)  # type: ignore[arg-type]
-        row = await reader.job_row(hash_key(key), job_id)  # type: ignore[arg-type]
+        await runtime.rate_limiter.check_async(key)
+        row = await reader.job_row(hash_key(key), job_id)
         if row is not None:
             request.state.tenant_id = row["tenant_id"]
             body = _status_json(SimpleNamespace(**row))
@@ -154,7 +154,7 @@ async def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> Respons
 
 
 _INPUTS = JobInput.__table__
-_INPUTS_OF = (select(_INPUTS.c.ordinal, _INPUTS.c.kind, _INPUTS.c.size, _INPUTS.c.sha256)
+_INPUTS_OF = (select(*[_INPUTS.c[name] for name in INPUT_FIELDS])
               .where(_INPUTS.c.job_id == bindparam("job_id")).order_by(_INPUTS.c.ordinal))
 
 
@@ -162,22 +162,21 @@ def _status_json(job: Any) -> bytes:
     return job_public(job).model_dump_json().encode()
 
 
-def _job_status(request: Request, runtime: Runtime, job_id: str) -> bytes:
+def _job_status(request: Request, runtime: Runtime, job_id: str, key: str | None) -> bytes:
     """The poll in two Core queries (no ORM identity map): the job through a live key of its
-    tenant, then its inputs. A miss takes the full path."""
-    key = api_key_from(request)
-    checked = bool(key) and is_key_shaped(key)  # type: ignore[arg-type]
-    if checked:
-        runtime.rate_limiter.check(key)  # type: ignore[arg-type]
-    if checked and is_id(job_id):
+    tenant, then its inputs. ``key``: the request's API key when key-shaped. A miss takes the
+    full path."""
+    if key is not None:
+        runtime.rate_limiter.check(key)
+    if key is not None and is_id(job_id):
         with runtime.sessions() as session:
-            row = session.execute(JOB_BY_KEY, {"key_hash": hash_key(key),  # type: ignore[arg-type]
+            row = session.execute(JOB_BY_KEY, {"key_hash": hash_key(key),
                                                "job_id": job_id}).first()
             if row is not None:
                 request.state.tenant_id = row.tenant_id
                 inputs = session.execute(_INPUTS_OF, {"job_id": job_id}).all()
                 return _status_json(SimpleNamespace(**row._mapping, inputs=inputs))
-    return _full_status(request, runtime, job_id, checked)
+    return _full_status(request, runtime, job_id, key is not None)
 
 
 def _full_status(request: Request, runtime: Runtime, job_id: str, rate_checked: bool) -> bytes:
