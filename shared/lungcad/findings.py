@@ -17,7 +17,7 @@ NOTICE = "Research use, not for clinical diagnosis."
 
 NoduleType = Literal["solid", "part-solid", "ground-glass"]
 MarginClass = Literal["smooth", "lobulated", "spiculated"]
-CaseClass = Literal["normal", "benign", "suspicious for malignancy"]
+CaseClass = Literal["no nodule detected", "benign", "suspicious for malignancy"]
 
 
 class ModelInfo(BaseModel):

@@ -129,14 +129,14 @@ def test_case_probability_is_a_noisy_or() -> None:
     assert case_probability([(0.5, 0.2)]) == pytest.approx(0.1)
 
 
-def test_a_study_without_findings_gets_a_normal_report(tmp_path: Path) -> None:
+def test_a_study_without_findings_says_no_nodule_detected_never_normal(tmp_path: Path) -> None:
     case = synthetic.make_chest_ct(seed=4, nodules=[])
     synthetic.write_dicom_series(case.hu, case.geometry, tmp_path)
     pre = preprocess_path(tmp_path, PreprocessOptions(threads=2))
     result = analyze_volume(pre.hu, pre.lungs, pre.geometry, pre.meta, [], PatientInfo(),
                             ModelInfo(name="test", version="0"))
     assert result.document.findings == []
-    assert result.document.case.case_class == "normal"
+    assert result.document.case.case_class == "no nodule detected"
     assert result.document.case.lung_rads.category == "1"
     outputs = render_outputs(pre.hu, pre.lungs, pre.geometry, pre.meta, result, tmp_path)
     assert "seg.dcm" not in outputs

@@ -101,3 +101,21 @@ def test_empty_candidate_falls_back_to_a_sphere() -> None:
     hu, lungs = chest()
     m = measure_nodule(hu.astype(np.int16), lungs, (40, 60, 40), 8)
     assert not m.segmented and m.volume_mm3 > 0
+
+
+def test_a_learned_outline_replaces_the_threshold_growth() -> None:
+    hu, lungs = chest()
+    center = (40.0, 60.0, 40.0)
+    add_sphere(hu, center, 5.0, 30.0)
+    hu[40, 60, 45:60] = 30.0  # a vessel the threshold growth may follow; the outline does not
+    cube = np.zeros((32, 32, 32), bool)
+    zz, yy, xx = np.indices(cube.shape)
+    cube[(zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 <= 3.0**2] = True  # 6 mm outline
+    start = np.array([24, 44, 24])
+    m = measure_nodule(hu.astype(np.int16), lungs, center, 12.0, (cube, start))
+    assert m.volume_mm3 == cube.sum()
+    assert abs(m.long_axis_mm - 6.0) <= 1.5
+    assert m.offset == (24, 44, 24) and m.mask.shape == (32, 32, 32)
+    fallback = measure_nodule(hu.astype(np.int16), lungs, center, 12.0,
+                              (np.zeros((32, 32, 32), bool), start))
+    assert fallback.long_axis_mm >= 9.0  # an empty outline: the threshold growth (10 mm ball)

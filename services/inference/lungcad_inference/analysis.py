@@ -38,6 +38,11 @@ SUSPICIOUS_CATEGORIES = {"4A", "4B", "4X"}
 SUSPICIOUS_PROBABILITY = 0.3
 
 
+class Segmenter(Protocol):
+    def __call__(self, hu: np.ndarray, seeds_zyx: list[Any], diameters_mm: list[float]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]: ...
+
+
 class CandidateLike(Protocol):
     centre_zyx: Any
     diameter_mm: float
@@ -121,15 +126,31 @@ def _original_voxel(hit: SliceHit | None, geometry: Geometry, centre_zyx: np.nda
 
 def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: dict[str, Any],
                    candidates: list[CandidateLike], patient: PatientInfo,
-                   model: ModelInfo, job_id: str | None = None) -> AnalysisResult:
-    """Build the findings document from the detector's candidates on a preprocessed volume."""
+                   model: ModelInfo, job_id: str | None = None,
+                   segmenter: Segmenter | None = None) -> AnalysisResult:
+    """Build the findings document from the detector's candidates on a preprocessed volume.
+
+    A candidate's learned ``outline`` (``(mask cube, start)``, see
+    :func:`lungcad_inference.segmentation.segment_at`) is used when it has one; otherwise
+    ``segmenter(hu, seeds_zyx, diameters_mm)`` draws it, and without either the nodule is
+    grown at a half-maximum threshold.
+    """
     source = meta.get("source", {})
     slices = SliceTable.from_dict(source["slices"]) if source.get("slices") else None
     voxel_mm = float(geometry.spacing[0])  # the preprocessed grid is isotropic
     labels = np.zeros(hu.shape, np.uint16)
     kept: list[tuple[CandidateLike, NoduleMeasurement]] = []
-    for cand in merge_candidates(candidates):
-        m = measure_nodule(hu, lungs, tuple(cand.centre_zyx), size_hint(cand) / voxel_mm)
+    merged = merge_candidates(candidates)
+    learned: list[Any] = [getattr(c, "outline", None) for c in merged]
+    todo = [i for i, o in enumerate(learned) if o is None]
+    if segmenter is not None and todo:
+        done = segmenter(hu, [merged[i].centre_zyx for i in todo],
+                         [size_hint(merged[i]) for i in todo])
+        for i, o in zip(todo, done, strict=True):
+            learned[i] = o
+    for cand, outline in zip(merged, learned, strict=True):
+        m = measure_nodule(hu, lungs, tuple(cand.centre_zyx), size_hint(cand) / voxel_mm,
+                           outline)
         if _overlaps(m, labels):
             continue  # a second candidate on the same nodule
         kept.append((cand, m))
@@ -173,7 +194,7 @@ def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: 
     cancer = case_probability([(f.nodule_probability, f.malignancy_probability)
                                for f in findings])
     if not findings:
-        case_class = "normal"
+        case_class = "no nodule detected"  # never "normal": a missed cancer is not normal
     elif case_rads.category in SUSPICIOUS_CATEGORIES or cancer >= SUSPICIOUS_PROBABILITY:
         case_class = "suspicious for malignancy"
     else:

@@ -75,7 +75,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     vois = load_vois(Path(args.vois), _cache_dir(args), _rule(args))
-    if args.model == "malignancy":
+    if args.model == "segmentation":
+        from lungcad_inference.training.train_segmentation import CONFIGS as SCONF
+
+        config = dataclasses.replace(SCONF[args.config], seed=args.seed, threads=args.threads,
+                                     device=placement["device"],
+                                     **({"iterations": args.iterations}
+                                        if args.iterations else {}))
+        result = experiments.run_segmentation(vois, _load_studies(args), config, out,
+                                              cv=not args.no_cv, ship=args.ship,
+                                              voi_source=Path(args.vois))
+        s = result.get("cross_validation", {}).get("summary", {})
+        if s:
+            print(json.dumps(s, indent=1))
+    elif args.model == "malignancy":
         from lungcad_inference.training.train_malignancy import CONFIGS
 
         config = dataclasses.replace(CONFIGS[args.config], seed=args.seed, threads=args.threads,
@@ -121,6 +134,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     models = load_models("cpu" if args.cpu else None, args.threads,
                          weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                          threshold=args.threshold)
+    if args.what == "segmentation":
+        return _evaluate_segmentation(models, Path(args.path[0]), out)
     if args.what == "malignancy":
         from lungcad_inference.data.vois import load_vois
         from lungcad_inference.evaluation import malignancy_summary, write_malignancy
@@ -177,6 +192,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_segmentation(models: object, source: Path, out: Path) -> int:
+    """Masks, measurements and Dice for every VOI of ``source`` with the loaded weights."""
+    from lungcad_inference.segment_vois import segment_voi_set
+    from lungcad_inference.training.experiments import patient_hashes
+
+    seg = getattr(models, "segmentation", None)
+    if seg is None:
+        print("evaluate: no segmentation weights found (segmentation.pt)", file=sys.stderr)
+        return 2
+    result = segment_voi_set(lambda pid: (seg, ""), source, out)
+    summary = result["summary"]
+    seen = set(getattr(models, "segmentation_meta", {}).get("training_patients_sha1", []))
+    patients = {r["patient_id"] for r in result["rows"]}
+    overlap = len(set(patient_hashes(patients)) & seen)
+    summary["patients_seen_in_training"] = overlap
+    if overlap:
+        summary["warning"] = (f"{overlap} of {len(patients)} patients of this set were in the "
+                              "segmentation weights' training data: these figures are "
+                              "in-sample, not held out")
+    (out / "segmentation_metrics.json").write_text(json.dumps(summary, indent=2))
+    print(f"{summary['vois']} VOIs segmented, {summary['vois_with_reference']} with a "
+          "reference mask")
+    for key, label in (("dice_median", "median Dice"), ("dice_mean", "mean Dice"),
+                       ("volume_abs_error_median", "median |volume error|")):
+        if key in summary:
+            v = summary[key]
+            print(f"{label}: {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] "
+                  "(95 % patient-level bootstrap)")
+    if "type_weighted_kappa" in summary:
+        print(f"type agreement with the readers' texture: weighted kappa "
+              f"{summary['type_weighted_kappa']:.3f}")
+    if overlap:
+        print("WARNING: " + summary["warning"])
+    print(f"masks in {out / 'masks'}, table in {out / 'segmentation.csv'}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="preprocessed-array cache (default: DATA_DIR/cache)")
     p.add_argument("--threads", type=int, default=2)
@@ -191,7 +243,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t = sub.add_parser("train", help="train the detector or the malignancy model (with CV)")
-    t.add_argument("model", choices=("detector", "malignancy"))
+    t.add_argument("model", choices=("detector", "malignancy", "segmentation"))
     t.add_argument("--config", choices=("small", "large"), default="small",
                    help="small: 2-core CPU; large: GPU (with --device cuda or auto)")
     t.add_argument("--device", choices=DEVICES, default="auto",
@@ -199,11 +251,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--amp", action="store_true",
                    help="mixed precision (float16 autocast + gradient scaling), CUDA only")
     t.add_argument("--vois", required=True, help="lidc-nodule-vois.zip (or folder)")
-    t.add_argument("--studies", nargs="*", default=[], help="full studies (zip/folder/.mhd)")
+    t.add_argument("--studies", nargs="*", default=[],
+                   help="full studies (zip/folder/.mhd); segmentation: lung backgrounds")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, help="override (malignancy)")
-    t.add_argument("--iterations", type=int, help="override (detector)")
+    t.add_argument("--iterations", type=int,
+                   help="override (detector; segmentation: the final model)")
     t.add_argument("--no-cv", action="store_true", help="only the final model")
     t.add_argument("--ship", action="store_true", help="write the package's default weights")
     t.add_argument("--ship-fold", metavar="STUDY",
@@ -215,7 +269,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate the shipped (or given) weights on real data")
-    e.add_argument("what", choices=("detection", "malignancy"))
+    e.add_argument("what", choices=("detection", "malignancy", "segmentation"))
     e.add_argument("path", nargs="+", help="VOI zip/folder, or full studies")
     e.add_argument("--out", required=True)
     e.add_argument("--weights-dir")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,13 @@ import numpy as np
 from lungcad_inference.decode import decode
 from lungcad_inference.intensity import HU_WINDOW, normalise_hu
 from lungcad_inference.nodule_size import equivalent_diameter_mm, segment_nodule, size_features
-from lungcad_inference.weights import DETECTOR, MALIGNANCY, WEIGHTS_DIR, load_network
+from lungcad_inference.weights import (
+    DETECTOR,
+    MALIGNANCY,
+    SEGMENTATION,
+    WEIGHTS_DIR,
+    load_network,
+)
 
 log = logging.getLogger(__name__)
 PATCH_MM = 32
@@ -54,9 +60,12 @@ class Candidate:
     nodule_probability: float
     malignancy_probability: float | None
     segmented_diameter_mm: float
+    outline: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+                                                          compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The candidate's numbers (the learned outline, an array, is left out)."""
+        return {k: v for k, v in asdict(replace(self, outline=None)).items() if k != "outline"}
 
 
 @dataclass
@@ -70,6 +79,19 @@ class Models:
     detector_meta: dict[str, Any]
     malignancy_meta: dict[str, Any]
     max_candidates: int = 20
+    segmentation: Any | None = None
+    segmentation_meta: dict[str, Any] = field(default_factory=dict)
+
+    def segmenter(self) -> Any | None:
+        """``segment(hu, seeds_zyx, diameters_mm)`` with the learned network, or ``None``
+        when no segmentation weights are loaded."""
+        if self.segmentation is None:
+            return None
+        from functools import partial
+
+        from lungcad_inference.segmentation import segment_at
+
+        return partial(segment_at, self.segmentation, device=self.device)
 
     @property
     def name(self) -> str:
@@ -85,13 +107,13 @@ class Models:
 
 def load_models(device: str | None = None, threads: int | None = None, *,
                 weights_dir: Path | None = None, threshold: float | None = None,
-                detector_path: Path | None = None, malignancy_path: Path | None = None
-                ) -> Models:
+                detector_path: Path | None = None, malignancy_path: Path | None = None,
+                segmentation_path: Path | None = None) -> Models:
     """Load the shipped (or given) weights once. ``device`` defaults to CUDA when available;
     ``threads`` sets torch's CPU threads (default: all cores)."""
     import torch
 
-    from lungcad_inference.networks import MalignancyNet, NoduleDetector
+    from lungcad_inference.networks import MalignancyNet, NoduleDetector, NoduleSegNet
     from lungcad_inference.training.device import resolve_device
 
     if threads:
@@ -104,10 +126,15 @@ def load_models(device: str | None = None, threads: int | None = None, *,
     mal_path = malignancy_path or root / f"{MALIGNANCY}.pt"
     mal, mal_meta = (load_network(mal_path, MalignancyNet, dev) if mal_path.exists()
                      else (None, {}))
+    seg_path = segmentation_path or root / f"{SEGMENTATION}.pt"
+    seg, seg_meta = (load_network(seg_path, NoduleSegNet, dev) if seg_path.exists()
+                     else (None, {}))
     thr = threshold if threshold is not None else float(det_meta.get("operating_threshold", 0.5))
     log.info("models loaded", extra={"device": str(dev), "threshold": thr,
+                                     "segmentation": seg is not None,
                                      "threads": torch.get_num_threads()})
-    return Models(det, mal, dev, thr, det_meta, mal_meta)
+    return Models(det, mal, dev, thr, det_meta, mal_meta, segmentation=seg,
+                  segmentation_meta=seg_meta)
 
 
 def run_detector(models: Models, hu_zyx: np.ndarray) -> np.ndarray:
@@ -129,25 +156,41 @@ def run_detector(models: Models, hu_zyx: np.ndarray) -> np.ndarray:
 
 def crop_cube(volume: np.ndarray, centre_zyx: Any, size: int, fill: float) -> np.ndarray:
     """A ``size^3`` cube of ``volume`` centred on the voxel nearest ``centre_zyx``."""
-    start = np.rint(np.asarray(centre_zyx, float)).astype(int) - size // 2
-    out = np.full((size,) * 3, fill, np.float32)
-    lo = np.maximum(start, 0)
-    hi = np.minimum(start + size, volume.shape)
+    from lungcad_inference.segmentation import crop_at
+
+    return crop_at(volume, centre_zyx, size, fill)[0]
+
+
+def outline_cube(outline: tuple[np.ndarray, np.ndarray], centre_zyx: Any, size: int
+                 ) -> np.ndarray:
+    """A learned outline ``(mask, start)`` (volume index of the mask's voxel 0) on the
+    ``size^3`` cube that :func:`crop_cube` cuts at ``centre_zyx``."""
+    mask, start = outline
+    origin = np.rint(np.asarray(centre_zyx, float)).astype(int) - size // 2
+    out = np.zeros((size,) * 3, bool)
+    rel = np.asarray(start) - origin  # the mask's voxel 0 in cube indices
+    lo = np.maximum(rel, 0)
+    hi = np.minimum(rel + np.array(mask.shape), size)
     if np.all(hi > lo):
-        out[tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))] = \
-            volume[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        out[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = mask[
+            tuple(slice(a - r, b - r) for a, b, r in zip(lo, hi, rel, strict=True))]
     return out
 
 
-def malignancy_input(cube_hu: np.ndarray, box_mask: np.ndarray | None = None
+def malignancy_input(cube_hu: np.ndarray, box_mask: np.ndarray | None = None,
+                     seg: np.ndarray | None = None, diameter_mm: float | None = None
                      ) -> tuple[np.ndarray, float]:
     """The malignancy network's image input and the nodule's segmented diameter.
 
-    ``cube_hu``: a ``32^3`` 1 mm HU cube centred on the nodule. Voxels outside the nodule's own
-    segmentation box (plus 4 mm) are set to air, so training crops (tight VOIs, where
+    ``cube_hu``: a ``32^3`` 1 mm HU cube centred on the nodule. ``seg``: the nodule's learned
+    outline on that cube (without it, a -600 HU threshold segmentation); ``diameter_mm``: its
+    volume-equivalent diameter when the outline is larger than the cube. Voxels outside the
+    outline's box (plus 4 mm) are set to air, so training crops (tight VOIs, where
     ``box_mask`` marks the VOI's extent) and serving crops (full context) look alike.
     """
-    seg = segment_nodule(cube_hu)
+    if seg is None or not seg.any():
+        seg = segment_nodule(cube_hu)
+        diameter_mm = None
     keep = np.zeros(cube_hu.shape, bool)
     if seg.any():
         nz = np.argwhere(seg)
@@ -160,14 +203,20 @@ def malignancy_input(cube_hu: np.ndarray, box_mask: np.ndarray | None = None
     if box_mask is not None:
         keep &= box_mask
     image = np.where(keep, cube_hu, -1000.0).astype(np.float32)
-    return normalise_hu(image, HU_WINDOW), equivalent_diameter_mm(seg)
+    return normalise_hu(image, HU_WINDOW), (diameter_mm if diameter_mm is not None
+                                            else equivalent_diameter_mm(seg))
 
 
-def score_malignancy(models: Models, cubes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Malignancy probabilities and segmented diameters for 1 mm HU cubes (``PATCH_MM^3``)."""
+def score_malignancy(models: Models, cubes: list[np.ndarray],
+                     outlines: list[tuple[np.ndarray, float] | None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Malignancy probabilities and segmented diameters for 1 mm HU cubes (``PATCH_MM^3``);
+    ``outlines``: per cube, the learned outline on it and its full equivalent diameter."""
     import torch
 
-    inputs = [malignancy_input(c) for c in cubes]
+    outlines = outlines or [None] * len(cubes)
+    inputs = [malignancy_input(c, None, *(o if o is not None else (None, None)))
+              for c, o in zip(cubes, outlines, strict=True)]
     diam = np.array([d for _, d in inputs], np.float32)
     if models.malignancy is None or not cubes:
         return np.full(len(cubes), np.nan), diam
@@ -198,13 +247,20 @@ def detect(models: Models, hu_zyx: np.ndarray, lungs_zyx: np.ndarray, geometry: 
     thr = models.threshold if threshold is None else threshold
     raw = decode(out, 4, lungs_zyx, threshold=thr, max_candidates=models.max_candidates)
     cubes = [crop_cube(hu_zyx, r.centre_zyx, PATCH_MM, -1000.0) for r in raw]
-    probs, seg_d = score_malignancy(models, cubes)
+    segment = models.segmenter()
+    learned: list[Any] = [None] * len(raw)
+    if segment is not None and raw:
+        learned = segment(hu_zyx, [r.centre_zyx for r in raw], [r.diameter_mm for r in raw])
+    on_cubes = [None if o is None else (outline_cube(o, r.centre_zyx, PATCH_MM),
+                                        equivalent_diameter_mm(o[0]))
+                for r, o in zip(raw, learned, strict=True)]
+    probs, seg_d = score_malignancy(models, cubes, on_cubes)
     result = []
-    for r, p, d in zip(raw, probs, seg_d, strict=True):
+    for r, p, d, o in zip(raw, probs, seg_d, learned, strict=True):
         mm = geometry.index_to_world(r.centre_zyx)
         result.append(Candidate(tuple(float(v) for v in r.centre_zyx),
                                 tuple(float(v) for v in mm), r.diameter_mm, r.score,
-                                None if np.isnan(p) else float(p), float(d)))
+                                None if np.isnan(p) else float(p), float(d), o))
     return result
 
 

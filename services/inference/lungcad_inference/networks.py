@@ -126,3 +126,51 @@ class MalignancyNet(nn.Module):
                 raise ValueError("this MalignancyNet needs its scalar features")
             pooled = torch.cat([pooled, features], dim=1)
         return self.classifier(pooled)
+
+
+class NoduleSegNet(nn.Module):
+    """A small 3-D U-Net that outlines the one nodule marked by a seed channel.
+
+    Input ``(batch, 2, z, y, x)`` on the 1 mm grid: channel 0 windowed HU, channel 1 a Gaussian
+    seed (peak 1) at the nodule's presumed centre. Output ``(batch, 1, z, y, x)``: the logit
+    of "voxel belongs to the seeded nodule". Sizes must be multiples of :attr:`MULTIPLE` (8).
+
+    Args:
+        spatial_dims: must be 3.
+        in_channels: 2 (HU, seed).
+        out_channels: 1.
+        channels: widths at strides 1, 2, 4 and 8.
+    """
+
+    MULTIPLE = 8
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 2, out_channels: int = 1,
+                 channels: Sequence[int] = (8, 16, 32, 64)) -> None:
+        super().__init__()
+        if spatial_dims != 3:
+            raise ValueError("NoduleSegNet is 3-D only")
+        c = list(channels)
+        self.enc = nn.ModuleList()
+        prev = in_channels
+        for i, ch in enumerate(c):
+            stride = 1 if i == 0 else 2
+            self.enc.append(nn.Sequential(ConvNormAct(prev, ch, stride=stride),
+                                          ConvNormAct(ch, ch)))
+            prev = ch
+        self.dec = nn.ModuleList()
+        for i in range(len(c) - 1, 0, -1):
+            self.dec.append(nn.Sequential(ConvNormAct(c[i] + c[i - 1], c[i - 1]),
+                                          ConvNormAct(c[i - 1], c[i - 1])))
+        self.out = nn.Conv3d(c[0], out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for stage in self.enc:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        for stage in self.dec:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            x = stage(torch.cat([x, skip], dim=1))
+        return self.out(x)

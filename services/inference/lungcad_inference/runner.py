@@ -48,8 +48,9 @@ def run_inference(hu: np.ndarray, lungs: np.ndarray, meta: dict[str, Any], patie
     candidates = detect(loaded, hu, lungs, geometry)
     timings["inference_detect"] = time.perf_counter() - t
     t = time.perf_counter()
+    segmenter = loaded.segmenter() if hasattr(loaded, "segmenter") else None
     result = analyze_volume(hu, lungs, geometry, meta, candidates, patient, model_info(loaded),
-                            job_id=job_id)
+                            job_id=job_id, segmenter=segmenter)
     timings["inference_measure"] = time.perf_counter() - t
     t = time.perf_counter()
     result.document.timings_s.update({k: round(v, 3) for k, v in timings.items()})

@@ -14,6 +14,7 @@ from typing import Any
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DETECTOR = "detector"
 MALIGNANCY = "malignancy"
+SEGMENTATION = "segmentation"
 
 
 def save_weights(model: Any, network_kwargs: dict[str, Any], path: Path,

@@ -101,6 +101,22 @@ def _axial_axes(mask: np.ndarray) -> tuple[float, float, int]:
     return best
 
 
+def classify_type(hu: np.ndarray, mask: np.ndarray) -> tuple[str, float, float, float]:
+    """``(type, solid fraction, solid long axis, solid short axis)`` of a nodule mask on a 1 mm
+    HU array: the solid component is the voxels above ``SOLID_HU`` opened by one voxel; solid
+    when it is at least half the nodule, ground-glass when under 5 % or under 2 mm across."""
+    solid = ndimage.binary_opening((hu > SOLID_HU) & mask, _ball(1)) if mask.any() else mask
+    solid_fraction = float(solid.sum() / max(mask.sum(), 1))
+    solid_long, solid_short, _ = _axial_axes(solid)
+    if solid_fraction >= 0.5:
+        nodule_type = "solid"
+    elif solid_fraction < 0.05 or solid_long < 2:
+        nodule_type = "ground-glass"
+    else:
+        nodule_type = "part-solid"
+    return nodule_type, solid_fraction, solid_long, solid_short
+
+
 def _box(center: np.ndarray, half: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
     lo = np.maximum(np.floor(center).astype(int) - half, 0)
     hi = np.minimum(np.floor(center).astype(int) + half + 1, shape)
@@ -198,13 +214,36 @@ def _location(lungs: np.ndarray, center: np.ndarray) -> tuple[str, str]:
     return side, zone
 
 
+def learned_box(learned: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]
+                ) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The volume box of a learned ``(mask cube, start)`` clipped to ``shape``, and the mask
+    cropped to it."""
+    cube, start = learned
+    lo = np.maximum(np.asarray(start), 0)
+    hi = np.minimum(np.asarray(start) + np.array(cube.shape), shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    part = cube[tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start,
+                                                                       strict=True))]
+    return box, part.astype(bool)
+
+
 def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, float, float],
-                   diameter_mm: float) -> NoduleMeasurement:
-    """Segment and measure the nodule a candidate points at (1 mm isotropic grid)."""
+                   diameter_mm: float, learned: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> NoduleMeasurement:
+    """Segment and measure the nodule a candidate points at (1 mm isotropic grid).
+
+    ``learned``: the segmentation network's ``(mask cube, start index)`` for this candidate
+    (:func:`lungcad_inference.segmentation.segment_at`); without it (or when it is empty) the
+    nodule is grown from the seed at the half-maximum threshold.
+    """
     center = np.asarray(center_zyx, float)
     diameter = max(float(diameter_mm), MIN_DIAMETER_MM)
     half = int(np.ceil(diameter * 0.9 + 8))
     box = _box(center, half, hu.shape)
+    learned_mask = None
+    if learned is not None and learned[0].sum() >= 4:
+        box, learned_mask = learned_box(learned, hu.shape)
+        diameter = max(MIN_DIAMETER_MM, float(max(np.ptp(np.argwhere(learned_mask), 0)) + 1))
     offset = tuple(int(s.start) for s in box)
     sub = hu[box].astype(np.float32)
     seed = center - np.asarray(offset)
@@ -214,9 +253,12 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
     threshold = half_maximum_threshold(sub, seed, diameter, lung_sub)
     open_radius = max(1, int(round(diameter / 10)))
     radius = diameter * 0.6 + 2
-    mask = _grow(sub, seed, radius, allowed, threshold, open_radius)
-    if threshold > GROW_HU:
-        mask = with_ground_glass(sub, mask, seed, radius, allowed, open_radius)
+    if learned_mask is not None:
+        mask = learned_mask
+    else:
+        mask = _grow(sub, seed, radius, allowed, threshold, open_radius)
+        if threshold > GROW_HU:
+            mask = with_ground_glass(sub, mask, seed, radius, allowed, open_radius)
     raw = component_at((sub > threshold) & allowed & _sphere(sub.shape, seed,
                                                               diameter / 2 + 6), seed)
     segmented = bool(mask.sum() >= 4)
@@ -225,15 +267,7 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
     volume = float(mask.sum())  # 1 mm^3 voxels
     mean_hu = float(sub[mask].mean()) if mask.any() else float("nan")
     long_axis, short_axis, key_local = _axial_axes(mask)
-    solid = ndimage.binary_opening((sub > SOLID_HU) & mask, _ball(1)) if mask.any() else mask
-    solid_fraction = float(solid.sum() / max(mask.sum(), 1))
-    solid_long, solid_short, _ = _axial_axes(solid)
-    if solid_fraction >= 0.5:
-        nodule_type = "solid"
-    elif solid_fraction < 0.05 or solid_long < 2:
-        nodule_type = "ground-glass"
-    else:
-        nodule_type = "part-solid"
+    nodule_type, solid_fraction, solid_long, solid_short = classify_type(sub, mask)
     centroid = np.asarray(ndimage.center_of_mass(mask)) + np.asarray(offset) \
         if mask.any() else center
     side, zone = _location(lungs, centroid)

@@ -70,6 +70,21 @@ def _find_labels(root: Path) -> Path:
     return found[0]
 
 
+def iter_voi_files(root: Path) -> Iterator[tuple[dict[str, str], Path, Path | None]]:
+    """``(labels row, image path, mask path or None)`` for each VOI under ``root`` whose image
+    exists (a missing image is logged and skipped)."""
+    labels = _find_labels(root)
+    base = labels.parent / "VOIs"
+    with labels.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            stem = f"{row['patient_id']}_R_{row['nodule_id']}.nii.gz"
+            image, mask = base / "image" / stem, base / "nodule_mask" / stem
+            if not image.exists():
+                log.warning("VOI missing", extra={"voi": stem})
+                continue
+            yield row, image, mask if mask.exists() else None
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(float(value)) if value not in (None, "") else None
@@ -105,22 +120,17 @@ def load_vois(path: str | Path, cache_dir: Path | None = None,
         return _read_cache(cached, rule)
     rows, arrays = [], {}
     with _root(path) as root:
-        labels = _find_labels(root)
-        base = labels.parent / "VOIs"
-        with labels.open(newline="") as fh:
-            for row in csv.DictReader(fh):
-                stem = f"{row['patient_id']}_R_{row['nodule_id']}.nii.gz"
-                image, mask = base / "image" / stem, base / "nodule_mask" / stem
-                if not image.exists() or not mask.exists():
-                    log.warning("VOI missing", extra={"voi": stem})
-                    continue
-                hu, soft = _resample_1mm(image, mask)
-                i = len(rows)
-                arrays[f"hu{i}"], arrays[f"mask{i}"] = hu, soft.astype(np.float16)
-                rows.append({"patient_id": row["patient_id"], "nodule_id": row["nodule_id"],
-                             "diameter_mm": float(row["diameter_mm"]),
-                             "malignancy": _int(row.get("Malignancy_value")),
-                             "texture": _int(row.get("Texture_value"))})
+        for row, image, mask in iter_voi_files(root):
+            if mask is None:
+                log.warning("VOI mask missing", extra={"voi": image.name})
+                continue
+            hu, soft = _resample_1mm(image, mask)
+            i = len(rows)
+            arrays[f"hu{i}"], arrays[f"mask{i}"] = hu, soft.astype(np.float16)
+            rows.append({"patient_id": row["patient_id"], "nodule_id": row["nodule_id"],
+                         "diameter_mm": float(row["diameter_mm"]),
+                         "malignancy": _int(row.get("Malignancy_value")),
+                         "texture": _int(row.get("Texture_value"))})
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp.npz")

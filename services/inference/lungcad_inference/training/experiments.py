@@ -180,3 +180,64 @@ def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = Tr
         save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{MALIGNANCY}.pt", sidecar)
     (out_dir / "malignancy_run.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir: Path, *,
+                     cv: bool = True, ship: bool = False, progress: bool = True,
+                     voi_source: Path | None = None) -> dict[str, Any]:
+    """Patient-level K-fold CV of the segmentation network (the shared split of
+    :mod:`lungcad_inference.training.splits`), scored on the held-out VOIs' own grids when
+    ``voi_source`` (the VOI zip or folder) is given, then a final model on every VOI. Fold and
+    final runs resume from their checkpoints; a finished fold is not trained again."""
+    from lungcad_inference.networks import NoduleSegNet
+    from lungcad_inference.training.segmentation_data import prepare_background
+    from lungcad_inference.training.splits import FOLDS, fold_array
+    from lungcad_inference.training.train_segmentation import train_segmentation
+    from lungcad_inference.weights import SEGMENTATION, WEIGHTS_DIR, load_network, save_weights
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    backgrounds = [prepare_background(s, rng) for s in studies]
+    folds = fold_array([v.patient_id for v in vois])
+    result: dict[str, Any] = {"config": dataclasses.asdict(config),
+                              "backgrounds": [s.name for s in studies],
+                              "split": f"training.splits.fold_of (SHA-1 of patient_id mod "
+                                       f"{FOLDS})"}
+    base_side = {"version": VERSION, "network": "NoduleSegNet", "input_spacing_mm":
+                 INPUT_SPACING_MM, "hu_window": list(HU_WINDOW),
+                 "training_config": dataclasses.asdict(config), "provenance": _provenance()}
+    if cv:
+        fold_paths = []
+        for k in range(FOLDS):
+            fold_dir = out_dir / f"fold{k}"
+            path = fold_dir / f"{SEGMENTATION}.pt"
+            if not path.exists():
+                train = [v for v, f in zip(vois, folds, strict=True) if f != k]
+                fold_config = dataclasses.replace(config, iterations=config.cv_iterations)
+                model, summary = train_segmentation(train, backgrounds, fold_config, fold_dir,
+                                                    progress)
+                held = [v.patient_id for v, f in zip(vois, folds, strict=True) if f == k]
+                save_weights(model, config.network_kwargs(), path,
+                             {**base_side, "fold": k, "summary": summary,
+                              "training_patients_sha1": patient_hashes(
+                                  v.patient_id for v in train),
+                              "held_out_patients_sha1": patient_hashes(held)})
+            fold_paths.append(path)
+        if voi_source is not None:
+            from lungcad_inference.segment_vois import cross_validated_segmentation
+
+            models = [load_network(p, NoduleSegNet)[0] for p in fold_paths]
+            result["cross_validation"] = cross_validated_segmentation(
+                models, voi_source, out_dir / "cv", threads=config.threads)
+    final_dir = out_dir / "final"
+    model, summary = train_segmentation(vois, backgrounds, config, final_dir, progress)
+    result["final"] = summary
+    sidecar = {**base_side, "training_vois": len(vois),
+               "training_patients_sha1": patient_hashes(v.patient_id for v in vois),
+               "metrics": result.get("cross_validation", {}).get("summary", {})}
+    save_weights(model, config.network_kwargs(), final_dir / f"{SEGMENTATION}.pt", sidecar)
+    if ship:
+        save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{SEGMENTATION}.pt",
+                     sidecar)
+    (out_dir / "segmentation_run.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

@@ -35,8 +35,10 @@ class MalignancySet:
         return MalignancySet(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
-def voi_cube(voi: Voi, size: int = CANVAS) -> tuple[np.ndarray, np.ndarray]:
-    """``(hu, box)``: the VOI centred (by mask centre of mass) in an air cube of ``size``."""
+def voi_cube(voi: Voi, size: int = CANVAS, outline: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(hu, box, outline)``: the VOI centred (by mask centre of mass) in an air cube of
+    ``size``, and ``outline`` (a mask on the VOI's grid) cut the same way."""
     m = voi.mask >= 0.5
     com = np.array(ndimage.center_of_mass(m if m.any() else voi.mask))
     start = np.rint(com).astype(int) - size // 2
@@ -48,16 +50,29 @@ def voi_cube(voi: Voi, size: int = CANVAS) -> tuple[np.ndarray, np.ndarray]:
     src = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     hu[dst] = voi.hu[src]
     box[dst] = True
-    return hu, box
+    cut = None
+    if outline is not None:
+        cut = np.zeros((size,) * 3, bool)
+        cut[dst] = outline[src]
+    return hu, box, cut
 
 
-def build_set(vois: list[Voi], include_unlabelled: bool = False) -> MalignancySet:
-    """Inputs for every VOI with a binary label (or all, for scoring)."""
+def build_set(vois: list[Voi], include_unlabelled: bool = False,
+              outlines: dict[tuple[str, str], np.ndarray] | None = None) -> MalignancySet:
+    """Inputs for every VOI with a binary label (or all, for scoring). ``outlines``: learned
+    masks on the VOIs' 1 mm grids by ``(patient_id, nodule_id)`` (out-of-fold ones for CV);
+    a VOI without one falls back to the threshold segmentation."""
+    from lungcad_inference.nodule_size import equivalent_diameter_mm
+
     rows = [v for v in vois if include_unlabelled or v.label is not None]
     images, seg_d = [], []
     for v in rows:
-        hu, box = voi_cube(v)
-        image, d = malignancy_input(hu, box)
+        full = (outlines or {}).get((v.patient_id, v.nodule_id))
+        if full is not None and full.shape != v.hu.shape:
+            full = None
+        hu, box, cut = voi_cube(v, outline=full)
+        image, d = malignancy_input(hu, box, cut, None if full is None
+                                    else equivalent_diameter_mm(full))
         images.append(image.astype(np.float16))
         seg_d.append(d)
     return MalignancySet(np.stack(images), np.asarray(seg_d, np.float32),
