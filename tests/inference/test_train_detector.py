@@ -77,3 +77,55 @@ def test_one_training_step_reduces_loss_on_a_fixed_batch() -> None:
         loss.backward()
         opt.step()
     assert float(loss.detach()) < first
+
+
+def _study():  # type: ignore[no-untyped-def]
+    from lungcad.imaging import Geometry
+    from lungcad_inference.data.studies import Study
+
+    rng = np.random.default_rng(0)
+    hu = (-850 + rng.normal(0, 20, (60, 80, 120))).astype(np.int16)
+    lungs = np.zeros(hu.shape, np.uint8)
+    lungs[5:55, 10:70, 10:55] = 1  # right lung: low x
+    lungs[5:55, 10:70, 65:110] = 2
+    hu[lungs == 0] = 40
+    return Study("S", hu, lungs, Geometry(hu.shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), [])
+
+
+def test_mediastinal_positions_face_the_midline_and_hard_negatives_centre_crops() -> None:
+    from lungcad_inference.training.detector_data import (
+        InsertionConfig,
+        LesionBank,
+        draw_sample,
+        prepare_study,
+    )
+
+    rng = np.random.default_rng(0)
+    hard = np.array([[30.0, 40.0, 30.0]])
+    prepared = prepare_study(_study(), rng, n=5000, hard_negatives=hard)
+    med = prepared.mediastinum
+    assert len(med) > 100
+    assert np.all(np.abs(med[:, 2] - 60) < 60 - 32)  # nearer the midline than the centres
+    config = InsertionConfig(crop=48, p_lesion_patch=0.0, p_anywhere_negative=0.0,
+                             p_hard_negative=1.0)
+    sample = draw_sample(rng, prepared, LesionBank([], config), config)
+    assert sample.centres == []
+    assert sample.hu.shape == (48, 48, 48)
+
+
+def test_subsolid_real_nodules_are_drawn_at_their_share() -> None:
+    from lungcad_inference.data.vois import Voi
+    from lungcad_inference.training.detector_data import InsertionConfig, LesionBank
+
+    def voi(i: int, texture: int) -> Voi:
+        mask = np.zeros((10, 10, 10), np.float32)
+        mask[3:7, 3:7, 3:7] = 1
+        return Voi(f"P{i}", "1", 5.0, 3, None, np.full((10, 10, 10), i, np.int16), mask,
+                   texture)
+
+    vois = [voi(i, 5) for i in range(18)] + [voi(100, 1), voi(101, 3)]
+    bank = LesionBank(vois, InsertionConfig(p_real=1.0, p_real_subsolid=0.5))
+    rng = np.random.default_rng(0)
+    draws = [bank.draw(rng) for _ in range(400)]
+    sub = np.mean([d.hu.max() >= 100 for d in draws])
+    assert 0.45 < sub < 0.62  # 0.5 + 0.5 * 2/20 expected, against 0.1 without oversampling

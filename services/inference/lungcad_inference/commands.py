@@ -94,8 +94,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(CONFIGS[args.config], seed=args.seed, threads=args.threads,
                                      **placement,
                                      **({"epochs": args.epochs} if args.epochs else {}))
+        outlines = None
+        if args.outlines:
+            from lungcad_inference.segment_vois import read_outlines
+
+            outlines = read_outlines(Path(args.outlines))
         result = experiments.run_malignancy(vois, config, out, cv=not args.no_cv,
-                                            ship=args.ship)
+                                            ship=args.ship, outlines=outlines)
         cv = result.get("cross_validation", {})
         for name in ("cnn", "size_seg", "size_mask", "size_readers"):
             if name in cv:
@@ -110,13 +115,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 2
         config = dataclasses.replace(DCONF[args.config], seed=args.seed, threads=args.threads,
                                      **placement, **({"iterations": args.iterations}
-                                        if args.iterations else {}))
+                                        if args.iterations else {}),
+                                     **({"cv_iterations": args.cv_iterations}
+                                        if args.cv_iterations else {}))
+        miner = None
+        if not args.no_mining:
+            from lungcad_inference.inference import load_models
+
+            miner = load_models("cpu", args.threads)  # the shipped detector finds the traps
         result = experiments.run_detection(_load_studies(args), vois, config, out,
                                            cv=not args.no_cv, ship=args.ship,
                                            max_fp_per_scan=args.max_fp_per_scan,
-                                           ship_fold=args.ship_fold)
+                                           ship_fold=args.ship_fold, miner=miner)
         loso = result.get("leave_one_study_out")
         if loso:
+            from lungcad_inference.detection_benchmark import froc_table
+
+            print(froc_table(loso["real"], "Real lesions of the held-out studies"))
+            print(froc_table(loso["inserted"], "Held-out patients' VOIs inserted into the "
+                                               "held-out studies (inserted, not native)"))
             print(f"leave-one-study-out CPM {loso['cpm']:.3f}; at threshold "
                   f"{loso['operating_threshold']:.3f}: sensitivity "
                   f"{loso['operating_sensitivity']:.2f}, "
@@ -258,7 +275,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--epochs", type=int, help="override (malignancy)")
     t.add_argument("--iterations", type=int,
                    help="override (detector; segmentation: the final model)")
+    t.add_argument("--cv-iterations", type=int,
+                   help="detector: iterations of each leave-one-study-out fold model")
+    t.add_argument("--no-mining", action="store_true",
+                   help="detector: no hard negatives mined with the shipped detector")
     t.add_argument("--no-cv", action="store_true", help="only the final model")
+    t.add_argument("--outlines", help="malignancy: the learned segmentation's out-of-fold VOI "
+                                      "outlines (a segmentation run's cv/outlines.npz)")
     t.add_argument("--ship", action="store_true", help="write the package's default weights")
     t.add_argument("--ship-fold", metavar="STUDY",
                    help="detector: ship the leave-one-study-out model that held STUDY out "

@@ -35,6 +35,7 @@ class ReaderMark:
     malignancy: int | None
     points_mm: np.ndarray = field(repr=False, compare=False,
                                   default_factory=lambda: np.zeros((0, 3)))
+    texture: int | None = None  # 1-2 ground glass, 3 part-solid, 4-5 solid
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def read_marks(xml_path: str | Path, geometry: Geometry) -> list[ReaderMark]:
     for reader, session in enumerate(root.findall("l:readingSession", NS)):
         for nodule in session.findall("l:unblindedReadNodule", NS):
             rating = nodule.findtext("l:characteristics/l:malignancy", namespaces=NS)
+            texture = nodule.findtext("l:characteristics/l:texture", namespaces=NS)
             slices: list[np.ndarray] = []
             for roi in nodule.findall("l:roi", NS):
                 if (roi.findtext("l:inclusion", namespaces=NS) or "TRUE").strip() != "TRUE":
@@ -100,7 +102,8 @@ def read_marks(xml_path: str | Path, geometry: Geometry) -> list[ReaderMark]:
             diameter = float((6.0 * volume / np.pi) ** (1 / 3)) if len(pts) > 2 else 0.0
             marks.append(ReaderMark(reader, tuple(float(v) for v in pts.mean(axis=0)), diameter,
                                     int(rating) if rating and rating.strip().isdigit() else None,
-                                    pts))
+                                    pts, int(texture) if texture and texture.strip().isdigit()
+                                    else None))
     return marks
 
 
@@ -135,10 +138,13 @@ def consensus_nodules(marks: list[ReaderMark], rule: ConsensusRule | None = None
             continue
         ratings = [m.malignancy for m in sized if m.malignancy is not None]
         median = float(statistics.median(ratings)) if ratings else None
+        textures = [m.texture for m in sized if m.texture is not None]
         out.append(Lesion(tuple(float(v) for v in np.mean([m.centre_mm for m in sized], axis=0)),
                           float(np.mean([m.diameter_mm for m in sized])), "lidc_xml",
                           rule.label(median),
-                          {"readers": len(sized), "ratings": ratings, "median_rating": median}))
+                          {"readers": len(sized), "ratings": ratings, "median_rating": median,
+                           "texture": int(round(statistics.median(textures))) if textures
+                           else None}))
     return out
 
 

@@ -26,7 +26,7 @@ from lungcad_inference.data import dicom_seg, lidc_xml, luna16
 from lungcad_inference.data.lesions import Lesion
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: LIDC consensus carries the readers' texture
 
 
 @dataclass

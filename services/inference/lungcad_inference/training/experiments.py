@@ -57,49 +57,98 @@ def choose_threshold(cv_summary: dict[str, Any], max_fp_per_scan: float) -> floa
 
 def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: Path, *,
                   cv: bool = True, ship: bool = False, max_fp_per_scan: float = 1.0,
-                  ship_fold: str | None = None, progress: bool = True) -> dict[str, Any]:
+                  ship_fold: str | None = None, progress: bool = True,
+                  miner: Any | None = None, inserted_per_study: int = 24) -> dict[str, Any]:
     """Leave-one-study-out (``cv``), then the model to ship: a final model trained on all
-    studies, or (``ship_fold``) the fold model that held that study out, which keeps one real
-    study fully unseen by the shipped weights (and saves a training run on a small CPU)."""
-    from lungcad_inference.evaluation import detection_summary, scan_result, write_detection
+    studies, or (``ship_fold``) the fold model that held that study out.
+
+    Each fold trains without the held-out study and without the VOIs of the held-out
+    patients (the shared split: the fold of the study's patient,
+    :mod:`lungcad_inference.training.splits`), then scores the held-out study's own lesions and
+    ``inserted_per_study`` held-out VOIs pasted into its lungs
+    (:mod:`lungcad_inference.detection_benchmark`). ``miner``: loaded models whose false
+    positives on each study become hard-negative crops. Finished folds are not trained again,
+    and an interrupted one resumes from its checkpoint."""
+    from lungcad_inference.detection_benchmark import (
+        grouped_froc,
+        mine_hard_negatives,
+        records_table,
+        score_study,
+    )
+    from lungcad_inference.evaluation import detection_summary, write_detection
     from lungcad_inference.inference import load_models
+    from lungcad_inference.training.splits import fold_of
     from lungcad_inference.training.train_detector import train_detector
     from lungcad_inference.weights import DETECTOR, WEIGHTS_DIR, save_weights
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pool = insertion_pool(vois, studies)
+    hard = {s.name: mine_hard_negatives(miner, s) for s in studies} if miner is not None \
+        else {}
     result: dict[str, Any] = {"config": dataclasses.asdict(config),
-                              "real_lesions_inserted_pool": len(pool)}
+                              "real_lesions_inserted_pool": len(pool),
+                              "hard_negatives": {k: len(v) for k, v in hard.items()}}
     threshold = 0.5
+    fold_models: dict[str, tuple[Any, dict[str, Any]]] = {}
     if cv:
-        scans, cands, folds, fold_models = [], {}, [], {}
+        scans, cands, folds = [], {}, []
+        real_records, ins_scans, ins_records = [], [], []
         for held in studies:
+            fold = fold_of(held.name)
             train = [s for s in studies if s is not held]
+            train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
+            held_vois = [v for v in vois if fold_of(v.patient_id) == fold
+                         and v.patient_id != held.name]
             fold_dir = out_dir / f"loso-{held.name}"
             fold_config = dataclasses.replace(config, iterations=config.cv_iterations)
-            model, summary = train_detector(train, pool, fold_config, fold_dir, progress)
-            save_weights(model, config.network_kwargs(), fold_dir / "detector.pt",
-                         {"summary": summary})
+            if (fold_dir / "detector.pt").exists():
+                from lungcad_inference.networks import NoduleDetector
+                from lungcad_inference.weights import load_network
+
+                model, side = load_network(fold_dir / "detector.pt", NoduleDetector)
+                summary = side.get("summary", {})
+            else:
+                model, summary = train_detector(train, train_pool, fold_config, fold_dir,
+                                                progress, hard_negatives=hard)
+                save_weights(model, config.network_kwargs(), fold_dir / "detector.pt",
+                             {"summary": summary, "voi_fold_held_out": fold,
+                              "held_out_patients_sha1": patient_hashes(
+                                  v.patient_id for v in held_vois)})
             models = load_models(config.device, config.threads,
                                  detector_path=fold_dir / "detector.pt",
-                                 malignancy_path=fold_dir / "none.pt", threshold=0.5)
-            scan, c = scan_result(models, held)
-            scans.append(scan)
-            cands[held.name] = c
+                                 malignancy_path=fold_dir / "none.pt",
+                                 segmentation_path=fold_dir / "none.pt", threshold=0.5)
+            rng = np.random.default_rng(config.seed + 17)
+            real_scan, real, i_scans, i_records = score_study(
+                models, held, held_vois, rng, per_volume=6,
+                volumes=max(1, inserted_per_study // 6))
+            scans += real_scan
+            cands[held.name] = []
+            real_records += real
+            ins_scans += i_scans
+            ins_records += i_records
             fold_models[held.name] = (model, summary)
-            folds.append({"held_out": held.name, "train": [s.name for s in train],
-                          "wall_s": summary["wall_s"]})
+            folds.append({"held_out": held.name, "voi_fold_held_out": fold,
+                          "train": [s.name for s in train], "train_vois": len(train_pool),
+                          "held_out_vois_inserted": len(i_records),
+                          "wall_s": summary.get("wall_s")})
         cv_summary = detection_summary(scans, 0.5)
         threshold = choose_threshold(cv_summary, max_fp_per_scan)
         cv_summary = detection_summary(scans, threshold)
         cv_summary["folds"] = folds
+        cv_summary["real"] = grouped_froc(real_records, scans)
+        cv_summary["inserted"] = grouped_froc(ins_records, ins_scans)
         write_detection(out_dir / "loso", scans, cands, cv_summary, "leave-one-study-out")
+        (out_dir / "loso" / "lesions.json").write_text(json.dumps(
+            {"real": records_table(real_records), "inserted": records_table(ins_records)},
+            indent=1))
         result["leave_one_study_out"] = cv_summary
     if ship_fold and ship_fold in fold_models:
         model, summary = fold_models[ship_fold]
         trained_on = [s.name for s in studies if s.name != ship_fold]
     else:
-        model, summary = train_detector(studies, pool, config, out_dir / "final", progress)
+        model, summary = train_detector(studies, pool, config, out_dir / "final", progress,
+                                        hard_negatives=hard)
         trained_on = [s.name for s in studies]
     result["final"] = summary
     sidecar = {"version": VERSION, "network": "NoduleDetector", "input_spacing_mm":
@@ -123,9 +172,16 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
 
 
 def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = True,
-                   ship: bool = False, progress: bool = True) -> dict[str, Any]:
+                   ship: bool = False, progress: bool = True,
+                   outlines: dict[tuple[str, str], np.ndarray] | None = None
+                   ) -> dict[str, Any]:
+    """Patient-level CV on the shared split (:mod:`lungcad_inference.training.splits`) and a
+    final model. ``outlines``: the learned segmentation's out-of-fold masks per VOI (from
+    ``lungcad train segmentation``'s ``cv/outlines.npz``), the size the network receives and
+    the own-segmentation baseline; without them, the -600 HU threshold segmentation."""
     from lungcad_inference.evaluation import malignancy_summary, write_malignancy
-    from lungcad_inference.training.malignancy_data import build_set, patient_folds
+    from lungcad_inference.training.malignancy_data import build_set
+    from lungcad_inference.training.splits import fold_array
     from lungcad_inference.training.train_malignancy import (
         cross_validate,
         save_predictions,
@@ -135,12 +191,15 @@ def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = Tr
 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = build_set(vois)
+    data = build_set(vois, outlines=outlines)
+    size_source = ("learned segmentation (out-of-fold outlines)" if outlines
+                   else "threshold segmentation at -600 HU")
     result: dict[str, Any] = {"config": dataclasses.asdict(config),
                               "label_rule": "Malignancy_value 1-2 benign, 4-5 malignant, 3 "
-                                            "excluded", "build_s": round(time.perf_counter() - t0)}
+                                            "excluded", "size_source": size_source,
+                              "build_s": round(time.perf_counter() - t0)}
     if cv:
-        folds = patient_folds(data.patients, config.folds, config.seed)
+        folds = fold_array(data.patients, config.folds)
         fold_models: list[Any] = []
         probs = cross_validate(data, folds, config, progress, fold_models)
         summary = malignancy_summary(data.labels, probs, data.patients)
@@ -155,8 +214,9 @@ def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = Tr
         result["cv_wall_s"] = round(time.perf_counter() - t0)
         # fold 0's model ships too, so tests can score real nodules it never saw
         fold_side = {"version": VERSION, "network": "MalignancyNet", "fold": 0,
-                     "fold_rule": f"patient_folds(labelled patients, k={config.folds}, "
-                                  f"seed={config.seed}); this model never saw fold 0",
+                     "fold_rule": f"training.splits.fold_of(patient_id, k={config.folds}); "
+                                  "this model never saw fold 0",
+                     "size_source": size_source,
                      "held_out_patients_sha1": patient_hashes(data.patients[folds == 0]),
                      "training_config": dataclasses.asdict(config),
                      "label_rule": result["label_rule"], "provenance": _provenance()}
@@ -171,6 +231,7 @@ def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = Tr
     sidecar = {"version": VERSION, "network": "MalignancyNet", "input_spacing_mm":
                INPUT_SPACING_MM, "hu_window": list(HU_WINDOW), "patch_mm": 32,
                "features": ["log(segmented_diameter_mm / 8)"] if config.use_size else [],
+               "size_source": size_source,
                "label_rule": result["label_rule"], "training_config": dataclasses.asdict(config),
                "training_nodules": int(len(data.labels)),
                "training_patients_sha1": patient_hashes(data.patients),

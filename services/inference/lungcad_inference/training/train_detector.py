@@ -93,9 +93,14 @@ def make_batch(rng: np.random.Generator, prepared: list[Any], bank: Any,
 
 
 def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainConfig,
-                   out_dir: Path, progress: bool = True) -> tuple[Any, dict[str, Any]]:
+                   out_dir: Path, progress: bool = True,
+                   hard_negatives: dict[str, np.ndarray] | None = None,
+                   resume: bool = True) -> tuple[Any, dict[str, Any]]:
     """Train on lesions inserted into ``studies``; returns the model (in eval mode, on
-    ``config.device``) and a history dict."""
+    ``config.device``) and a history dict. ``hard_negatives``: per study name, voxel centres
+    where a detector fired on no lesion (negative crops go there). Resumes from
+    ``out_dir``'s checkpoint when one exists (weights, optimizer, step, history, data
+    stream)."""
     import torch
     from tqdm import tqdm
 
@@ -114,7 +119,9 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     t0 = time.perf_counter()
-    prepared = [prepare_study(s, rng) for s in studies]
+    hard_negatives = hard_negatives or {}
+    prepared = [prepare_study(s, rng, hard_negatives=hard_negatives.get(s.name))
+                for s in studies]
     bank = LesionBank(vois, config.insertion)
     log.info("detector data ready", extra={"studies": [s.name for s in studies],
                                            "real_lesions": len(bank.real),
@@ -125,7 +132,20 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
     scaler = grad_scaler(amp)
     history: dict[str, list[float]] = {"loss": [], "focal": [], "size": [], "offset": []}
     out_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(range(config.iterations), desc="detector", disable=not progress, mininterval=5)
+    ckpt = out_dir / "detector_checkpoint.pt"
+    start = 0
+    if resume and ckpt.exists():
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(blob["state_dict"])
+        opt.load_state_dict(blob["optimizer"])
+        scaler.load_state_dict(blob.get("scaler", {}) or scaler.state_dict())
+        start = int(blob["step"])
+        history = blob.get("history", history)
+        if "rng" in blob:
+            rng.bit_generator.state = blob["rng"]
+        log.info("detector resumed", extra={"step": start, "checkpoint": str(ckpt)})
+    bar = tqdm(range(start, config.iterations), desc="detector", disable=not progress,
+               mininterval=5, initial=start, total=config.iterations)
     model.train()
     for step in bar:
         for g in opt.param_groups:
@@ -148,10 +168,13 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
             bar.set_postfix(loss=f"{np.mean(history['loss'][-50:]):.3f}",
                             lr=f"{g['lr']:.1e}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.iterations:
+            tmp = ckpt.with_suffix(".tmp")
             torch.save({"state_dict": cpu_copy(model.state_dict()),
                         "optimizer": cpu_copy(opt.state_dict()),
                         "scaler": scaler.state_dict(), "step": step + 1,
-                        "network": config.network_kwargs()}, out_dir / "detector_checkpoint.pt")
+                        "history": history, "rng": rng.bit_generator.state,
+                        "network": config.network_kwargs()}, tmp)
+            tmp.replace(ckpt)
     model.eval()
     summary = {"wall_s": round(time.perf_counter() - t0, 1), "config": asdict(config),
                "final_loss": float(np.mean(history["loss"][-100:])),
