@@ -73,22 +73,29 @@ def test_touches_border() -> None:
 
 
 class _Sphere(torch.nn.Module):
-    """A stand-in network for the cube-growing logic: logit > 0 inside a 40 mm ball around the
-    cube's centre (whatever the cube size), so a 32 mm cube clips it."""
+    """A stand-in network for the cube-growing logic: logit > 0 inside a ball of ``radius``
+    around the cube's centre (whatever the cube size)."""
+
+    def __init__(self, radius: float = 20.0) -> None:
+        super().__init__()
+        self.radius = radius
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.shape[-1]
         r = torch.arange(s, dtype=torch.float32) - s // 2
         d2 = r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2
-        return (400.0 - d2)[None, None].expand(x.shape[0], 1, s, s, s)
+        return (self.radius**2 - d2)[None, None].expand(x.shape[0], 1, s, s, s)
 
 
 def test_segment_at_grows_the_cube_until_the_nodule_fits() -> None:
     hu = np.full((120, 120, 120), -850, np.int16)
     [(mask, start)] = segment_at(_Sphere(), hu, [(60.0, 60.0, 60.0)], [5.0])
-    assert mask.shape == (64, 64, 64) and tuple(start) == (28, 28, 28)
+    # 32 (clipped: doubled) -> 64 (41 mm across: room for 1.25 x 41 mm wanted) -> 80
+    assert mask.shape == (80, 80, 80) and tuple(start) == (20, 20, 20)
     assert not touches_border(mask)
     assert abs(mask.sum() - 4 / 3 * np.pi * 20**3) / (4 / 3 * np.pi * 20**3) < 0.05
+    [(small, _)] = segment_at(_Sphere(3.0), hu, [(60.0, 60.0, 60.0)], [5.0])
+    assert small.shape == (32, 32, 32)  # a 6 mm nodule fits the first cube: one pass
 
 
 def test_network_shapes_and_gradient() -> None:

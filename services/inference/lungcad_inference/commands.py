@@ -162,8 +162,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if models.malignancy is None:
             print("no malignancy weights found", file=sys.stderr)
             return 2
+        outlines = None
+        if models.segmentation is not None:  # the served path: sizes from learned outlines
+            from lungcad_inference.segment_vois import read_outlines, segment_voi_set
+
+            segment_voi_set(lambda pid: (models.segmentation, ""), Path(args.path[0]),
+                            out / "outlines", write_masks=False, save_outlines=True)
+            outlines = read_outlines(out / "outlines" / "outlines.npz")
         data = build_set(load_vois(Path(args.path[0]), _cache_dir(args), _rule(args)),
-                         include_unlabelled=True)
+                         include_unlabelled=True, outlines=outlines)
         probs = predict_malignancy(models.malignancy, data)
         out.mkdir(parents=True, exist_ok=True)
         save_predictions(out / "predictions.csv", data, probs)

@@ -169,12 +169,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def segment_voi_set(models_by_fold: Any, source: Path, out_dir: Path, *,
-                    write_masks: bool = True, save_outlines: bool = False) -> dict[str, Any]:
+                    write_masks: bool = True, save_outlines: bool = False,
+                    select: Any = None) -> dict[str, Any]:
     """Segment every VOI under ``source`` (zip or folder) with ``models_by_fold(patient_id)``
     -> ``(model, fold label)``; write ``masks/``, ``segmentation.csv`` and
     ``segmentation_metrics.json`` into ``out_dir`` (and, with ``save_outlines``, the 1 mm
     masks as ``outlines.npz``, keyed ``<patient_id>_R_<nodule_id>``); return the summary and
-    rows."""
+    rows. ``select(labels row)``: which VOIs to segment (default all)."""
     import SimpleITK as sitk
 
     from lungcad_inference.data.vois import _root, iter_voi_files
@@ -187,6 +188,8 @@ def segment_voi_set(models_by_fold: Any, source: Path, out_dir: Path, *,
     outlines: dict[str, np.ndarray] = {}
     with _root(Path(source)) as root:
         for row, image_path, mask_path in iter_voi_files(root):
+            if select is not None and not select(row):
+                continue
             model, fold = models_by_fold(row["patient_id"])
             seed = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
             image, pred, one_mm, info = segment_voi(model, image_path, seed)

@@ -24,6 +24,8 @@ SEED_SIGMA_MM = 3.0
 BASE_CUBE_MM = 32
 MAX_CUBE_MM = 96
 PROBABILITY_THRESHOLD = 0.5
+GROWTH = 1.25  # a mask this much larger than its cube was sized for: segment again, wider
+MAX_ROUNDS = 3
 FULL = np.ones((3, 3, 3), bool)
 
 
@@ -110,11 +112,14 @@ def segment_at(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each seed (voxel ``(z, y, x)`` on the 1 mm grid of ``hu_zyx``): ``(mask, start)``,
     the nodule's boolean mask on a cube of the volume starting at index ``start``. The cube's
-    size follows ``diameters_mm`` (an estimate, e.g. the detector's); when the mask reaches the
-    cube's faces the nodule is segmented again in a cube twice as large, up to 96 mm."""
+    size follows ``diameters_mm`` (an estimate, e.g. the detector's); when the mask comes out
+    larger than that cube was sized for (``GROWTH`` times its extent needs a larger cube), or
+    reaches the cube's faces, the nodule is segmented again in a larger cube (at most
+    ``MAX_ROUNDS`` more passes, up to 96 mm)."""
     sizes = [cube_size(d) for d in diameters_mm]
     result: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(sizes)
     todo = list(range(len(sizes)))
+    rounds = 0
     while todo:
         crops = [crop_at(hu_zyx, seeds_zyx[i], sizes[i], -1000.0) for i in todo]
         probs = predict_probabilities(model, [c for c, _ in crops], device)
@@ -122,11 +127,23 @@ def segment_at(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
         for i, (_, start), p in zip(todo, crops, probs, strict=True):
             mask = nodule_from_probability(p, np.asarray(seeds_zyx[i], float) - start)
             result[i] = (mask, start)
-            if touches_border(mask) and sizes[i] < MAX_CUBE_MM:
-                sizes[i] = min(MAX_CUBE_MM, sizes[i] * 2)  # the nodule is larger: look wider
+            wanted = cube_size(GROWTH * extent_mm(mask))
+            if touches_border(mask):
+                wanted = max(wanted, sizes[i] * 2)  # cut off by the cube: look much wider
+            if wanted > sizes[i] and sizes[i] < MAX_CUBE_MM and rounds < MAX_ROUNDS:
+                sizes[i] = min(MAX_CUBE_MM, wanted)  # the nodule is larger: look wider
                 again.append(i)
         todo = again
+        rounds += 1
     return [r for r in result if r is not None]
+
+
+def extent_mm(mask: np.ndarray) -> float:
+    """The mask's largest bounding-box side (1 mm voxels)."""
+    if not mask.any():
+        return 0.0
+    nz = np.argwhere(mask)
+    return float((nz.max(0) - nz.min(0) + 1).max())
 
 
 def touches_border(mask: np.ndarray) -> bool:

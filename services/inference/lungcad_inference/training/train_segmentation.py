@@ -25,8 +25,9 @@ CHECKPOINT = "segmentation_checkpoint.pt"
 class SegTrainConfig:
     channels: tuple[int, int, int, int] = (8, 16, 32, 64)
     batch: int = 8
-    iterations: int = 1500
-    cv_iterations: int = 700  # each cross-validation fold model
+    iterations: int = 1000
+    cv_iterations: int = 550  # each cross-validation fold model
+    max_cube: int = 72  # training cubes (larger only at serving, for very large lesions)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup: int = 50
@@ -129,7 +130,10 @@ def train_segmentation(vois: list[Voi], backgrounds: list[Background], config: S
             g["lr"] = lr_at(step, config)
         _, idx, w = classes[int(rng.choice(len(classes), p=[c[0] for c in classes]))]
         picks = [vois[int(i)] for i in rng.choice(idx, config.batch, p=w)]
-        size = cube_size(max(v.diameter_mm for v in picks))
+        # a cube at least as large as the nodules need, often larger, so the network does
+        # not read the nodule's size off the cube's
+        size = min(cube_size(max(v.diameter_mm for v in picks)) + 8 * int(rng.integers(0, 3)),
+                   config.max_cube)
         sample = dataclasses.replace(config.sample, size=size)
         pairs = [draw_seg_sample(rng, v, backgrounds, sample) for v in picks]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(config.device)
