@@ -127,13 +127,15 @@ def _original_voxel(hit: SliceHit | None, geometry: Geometry, centre_zyx: np.nda
 def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: dict[str, Any],
                    candidates: list[CandidateLike], patient: PatientInfo,
                    model: ModelInfo, job_id: str | None = None,
-                   segmenter: Segmenter | None = None) -> AnalysisResult:
+                   segmenter: Segmenter | None = None,
+                   type_model: Any | None = None) -> AnalysisResult:
     """Build the findings document from the detector's candidates on a preprocessed volume.
 
     A candidate's learned ``outline`` (``(mask cube, start)``, see
     :func:`lungcad_inference.segmentation.segment_at`) is used when it has one; otherwise
     ``segmenter(hu, seeds_zyx, diameters_mm)`` draws it, and without either the nodule is
-    grown at a half-maximum threshold.
+    grown at a half-maximum threshold. ``type_model``: the learned nodule-type head
+    (:class:`lungcad_inference.clinical.nodule_type.TypeModel`), else the solid-fraction rule.
     """
     source = meta.get("source", {})
     slices = SliceTable.from_dict(source["slices"]) if source.get("slices") else None
@@ -150,7 +152,7 @@ def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: 
             learned[i] = o
     for cand, outline in zip(merged, learned, strict=True):
         m = measure_nodule(hu, lungs, tuple(cand.centre_zyx), size_hint(cand) / voxel_mm,
-                           outline)
+                           outline, type_model)
         if _overlaps(m, labels):
             continue  # a second candidate on the same nodule
         kept.append((cand, m))

@@ -225,7 +225,8 @@ def _evaluate_segmentation(models: object, source: Path, out: Path) -> int:
     if seg is None:
         print("evaluate: no segmentation weights found (segmentation.pt)", file=sys.stderr)
         return 2
-    result = segment_voi_set(lambda pid: (seg, ""), source, out)
+    type_model = models.type_model() if hasattr(models, "type_model") else None
+    result = segment_voi_set(lambda pid: (seg, ""), source, out, type_model=type_model)
     summary = result["summary"]
     seen = set(getattr(models, "segmentation_meta", {}).get("training_patients_sha1", []))
     patients = {r["patient_id"] for r in result["rows"]}

@@ -82,6 +82,15 @@ class Models:
     segmentation: Any | None = None
     segmentation_meta: dict[str, Any] = field(default_factory=dict)
 
+    def type_model(self) -> Any | None:
+        """The learned nodule-type head shipped with the segmentation weights, if any."""
+        data = self.segmentation_meta.get("type_model")
+        if not data:
+            return None
+        from lungcad_inference.clinical.nodule_type import TypeModel
+
+        return TypeModel.from_dict(data)
+
     def segmenter(self) -> Any | None:
         """``segment(hu, seeds_zyx, diameters_mm)`` with the learned network, or ``None``
         when no segmentation weights are loaded."""

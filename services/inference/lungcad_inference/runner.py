@@ -49,8 +49,9 @@ def run_inference(hu: np.ndarray, lungs: np.ndarray, meta: dict[str, Any], patie
     timings["inference_detect"] = time.perf_counter() - t
     t = time.perf_counter()
     segmenter = loaded.segmenter() if hasattr(loaded, "segmenter") else None
+    type_model = loaded.type_model() if hasattr(loaded, "type_model") else None
     result = analyze_volume(hu, lungs, geometry, meta, candidates, patient, model_info(loaded),
-                            job_id=job_id, segmenter=segmenter)
+                            job_id=job_id, segmenter=segmenter, type_model=type_model)
     timings["inference_measure"] = time.perf_counter() - t
     t = time.perf_counter()
     result.document.timings_s.update({k: round(v, 3) for k, v in timings.items()})

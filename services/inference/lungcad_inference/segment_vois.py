@@ -60,7 +60,7 @@ def largest_3d_extent_mm(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
 
 
 def segment_voi(model: Any, image_path: Path, seed_xyz: tuple[float, float, float],
-                diameter_hint_mm: float = 10.0
+                diameter_hint_mm: float = 10.0, type_model: Any | None = None
                 ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
     """``(native mask as a SimpleITK uint8 image, native mask array (z, y, x), the mask on the
     VOI's 1 mm grid (the grid of :func:`lungcad_inference.data.vois.load_vois`),
@@ -100,6 +100,10 @@ def segment_voi(model: Any, image_path: Path, seed_xyz: tuple[float, float, floa
             if la > long_axis:
                 long_axis, short_axis = la, sa
     nodule_type = classify_type(hu, one_mm)[0] if one_mm.any() else None
+    if type_model is not None and one_mm.any():
+        from lungcad_inference.clinical.nodule_type import type_features
+
+        nodule_type = type_model.predict(type_features(hu, one_mm))[0]
     info = {"volume_mm3": float(native_mask.sum() * np.prod(spacing_zyx)),
             "long_axis_mm": long_axis, "short_axis_mm": short_axis,
             "long_axis_3d_mm": largest_3d_extent_mm(native_mask > 0, spacing_zyx),
@@ -170,7 +174,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def segment_voi_set(models_by_fold: Any, source: Path, out_dir: Path, *,
                     write_masks: bool = True, save_outlines: bool = False,
-                    select: Any = None) -> dict[str, Any]:
+                    select: Any = None, type_model: Any | None = None) -> dict[str, Any]:
     """Segment every VOI under ``source`` (zip or folder) with ``models_by_fold(patient_id)``
     -> ``(model, fold label)``; write ``masks/``, ``segmentation.csv`` and
     ``segmentation_metrics.json`` into ``out_dir`` (and, with ``save_outlines``, the 1 mm
@@ -192,7 +196,8 @@ def segment_voi_set(models_by_fold: Any, source: Path, out_dir: Path, *,
                 continue
             model, fold = models_by_fold(row["patient_id"])
             seed = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
-            image, pred, one_mm, info = segment_voi(model, image_path, seed)
+            image, pred, one_mm, info = segment_voi(model, image_path, seed,
+                                                    type_model=type_model)
             if save_outlines:
                 outlines[f"{row['patient_id']}_R_{row['nodule_id']}"] = np.packbits(one_mm)
                 outlines[f"{row['patient_id']}_R_{row['nodule_id']}_shape"] = \

@@ -21,6 +21,7 @@ vessels and the chest wall do not leak in. Measurements:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -228,13 +229,15 @@ def learned_box(learned: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]
 
 
 def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, float, float],
-                   diameter_mm: float, learned: tuple[np.ndarray, np.ndarray] | None = None
-                   ) -> NoduleMeasurement:
+                   diameter_mm: float, learned: tuple[np.ndarray, np.ndarray] | None = None,
+                   type_model: Any | None = None) -> NoduleMeasurement:
     """Segment and measure the nodule a candidate points at (1 mm isotropic grid).
 
     ``learned``: the segmentation network's ``(mask cube, start index)`` for this candidate
     (:func:`lungcad_inference.segmentation.segment_at`); without it (or when it is empty) the
-    nodule is grown from the seed at the half-maximum threshold.
+    nodule is grown from the seed at the half-maximum threshold. ``type_model``: a fitted
+    :class:`lungcad_inference.clinical.nodule_type.TypeModel` for the nodule type (else the
+    solid-fraction rule of :func:`classify_type`).
     """
     center = np.asarray(center_zyx, float)
     diameter = max(float(diameter_mm), MIN_DIAMETER_MM)
@@ -268,6 +271,10 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
     mean_hu = float(sub[mask].mean()) if mask.any() else float("nan")
     long_axis, short_axis, key_local = _axial_axes(mask)
     nodule_type, solid_fraction, solid_long, solid_short = classify_type(sub, mask)
+    if type_model is not None and mask.any():
+        from lungcad_inference.clinical.nodule_type import type_features
+
+        nodule_type = type_model.predict(type_features(sub, mask))[0]
     centroid = np.asarray(ndimage.center_of_mass(mask)) + np.asarray(offset) \
         if mask.any() else center
     side, zone = _location(lungs, centroid)

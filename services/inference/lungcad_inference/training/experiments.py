@@ -171,6 +171,35 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
     return result
 
 
+def type_model_cv(vois: list[Voi], outlines: dict[tuple[str, str], np.ndarray]
+                  ) -> tuple[dict[str, Any], Any]:
+    """Patient-level CV (the shared split) of the nodule-type head on the learned out-of-fold
+    outlines against the readers' texture, and the head fitted on all of them."""
+    from lungcad_inference.clinical.nodule_type import TYPES, fit_type_model, type_features
+    from lungcad_inference.segment_vois import readers_type, weighted_kappa
+    from lungcad_inference.training.splits import fold_array
+
+    rows = [(v, outlines.get((v.patient_id, v.nodule_id))) for v in vois
+            if v.texture_rating is not None]
+    rows = [(v, o) for v, o in rows if o is not None and o.shape == v.hu.shape and o.any()]
+    if len(rows) < 20:
+        return {}, None
+    feats = np.stack([type_features(v.hu, o) for v, o in rows])
+    truth = [str(readers_type(v.texture_rating)) for v, _ in rows]
+    folds = fold_array([v.patient_id for v, _ in rows])
+    pred = [""] * len(rows)
+    for k in np.unique(folds):
+        tr, te = np.nonzero(folds != k)[0], np.nonzero(folds == k)[0]
+        model = fit_type_model(feats[tr], [truth[i] for i in tr])
+        for i, p in zip(te, model.predict(feats[te]), strict=True):
+            pred[i] = p
+    summary = {"n": len(rows), "weighted_kappa": weighted_kappa(pred, truth),
+               "confusion": {f"readers {t}": {f"ours {o}": sum(
+                   1 for a, b in zip(pred, truth, strict=True) if a == o and b == t)
+                   for o in TYPES} for t in TYPES}}
+    return summary, fit_type_model(feats, truth)
+
+
 def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = True,
                    ship: bool = False, progress: bool = True,
                    outlines: dict[tuple[str, str], np.ndarray] | None = None
@@ -259,6 +288,7 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     backgrounds = [prepare_background(s, rng) for s in studies]
+    type_model = None
     folds = fold_array([v.patient_id for v in vois])
     result: dict[str, Any] = {"config": dataclasses.asdict(config),
                               "backgrounds": [s.name for s in studies],
@@ -285,17 +315,28 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
                               "held_out_patients_sha1": patient_hashes(held)})
             fold_paths.append(path)
         if voi_source is not None:
-            from lungcad_inference.segment_vois import cross_validated_segmentation
+            from lungcad_inference.segment_vois import (
+                cross_validated_segmentation,
+                read_outlines,
+            )
 
             models = [load_network(p, NoduleSegNet)[0] for p in fold_paths]
             result["cross_validation"] = cross_validated_segmentation(
                 models, voi_source, out_dir / "cv", threads=config.threads)
+            outlines = read_outlines(out_dir / "cv" / "outlines.npz")
+            type_cv, type_model = type_model_cv(vois, outlines)
+            result["type_model_cv"] = type_cv
     final_dir = out_dir / "final"
     model, summary = train_segmentation(vois, backgrounds, config, final_dir, progress)
     result["final"] = summary
     sidecar = {**base_side, "training_vois": len(vois),
                "training_patients_sha1": patient_hashes(v.patient_id for v in vois),
-               "metrics": result.get("cross_validation", {}).get("summary", {})}
+               "metrics": result.get("cross_validation", {}).get("summary", {}),
+               "type_model_cv": result.get("type_model_cv", {})}
+    if type_model is not None:
+        sidecar["type_model"] = type_model.to_dict()
+        sidecar["type_model_rule"] = ("fitted on the out-of-fold learned outlines of every "
+                                      "VOI with a texture rating")
     save_weights(model, config.network_kwargs(), final_dir / f"{SEGMENTATION}.pt", sidecar)
     if ship:
         save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{SEGMENTATION}.pt",
