@@ -163,7 +163,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print("no malignancy weights found", file=sys.stderr)
             return 2
         outlines = None
-        if models.segmentation is not None:  # the served path: sizes from learned outlines
+        learned = models.malignancy_meta.get("size_source", "").startswith("learned")
+        if models.segmentation is not None and learned:  # the served path: learned sizes
             from lungcad_inference.segment_vois import read_outlines, segment_voi_set
 
             segment_voi_set(lambda pid: (models.segmentation, ""), Path(args.path[0]),

@@ -260,8 +260,11 @@ def detect(models: Models, hu_zyx: np.ndarray, lungs_zyx: np.ndarray, geometry: 
     learned: list[Any] = [None] * len(raw)
     if segment is not None and raw:
         learned = segment(hu_zyx, [r.centre_zyx for r in raw], [r.diameter_mm for r in raw])
-    on_cubes = [None if o is None else (outline_cube(o, r.centre_zyx, PATCH_MM),
-                                        equivalent_diameter_mm(o[0]))
+    # the malignancy model sees the size it was trained with: learned outlines only when its
+    # sidecar says so (older weights were trained on the threshold segmentation)
+    sized = models.malignancy_meta.get("size_source", "").startswith("learned")
+    on_cubes = [None if o is None or not sized else (outline_cube(o, r.centre_zyx, PATCH_MM),
+                                                     equivalent_diameter_mm(o[0]))
                 for r, o in zip(raw, learned, strict=True)]
     probs, seg_d = score_malignancy(models, cubes, on_cubes)
     result = []

@@ -25,8 +25,8 @@ CHECKPOINT = "segmentation_checkpoint.pt"
 class SegTrainConfig:
     channels: tuple[int, int, int, int] = (8, 16, 32, 64)
     batch: int = 8
-    iterations: int = 1000
-    cv_iterations: int = 550  # each cross-validation fold model
+    iterations: int = 800
+    cv_iterations: int = 400  # each cross-validation fold model
     max_cube: int = 72  # training cubes (larger only at serving, for very large lesions)
     lr: float = 3e-3
     weight_decay: float = 1e-4
