@@ -63,3 +63,32 @@ def test_touches_border() -> None:
     assert not touches_border(lungs, np.array([20.0, 20.0, 20.0]), 10.0)
     assert touches_border(lungs, np.array([20.0, 20.0, 8.0]), 4.0)  # reaches x = 4
     assert not touches_border(lungs, np.array([20.0, 20.0, 9.0]), 4.0)
+
+
+def test_froc_of_a_lesion_subset_uses_every_false_positive() -> None:
+    scans = [M.ScanResult(n, np.array([[0.0, 0.0, 100.0]]), np.array([s]),
+                          np.array([[0.0, 0.0, 0.0]]), np.array([10.0]))
+             for n, s in (("a", 0.2), ("b", 0.4))]
+    curve = M.froc_from_records([_rec("a", 0.9), _rec("b", 0.3)], scans)
+    i = curve["thresholds"].index(0.3)
+    assert curve["sensitivity"][i] == 1.0 and curve["fp_per_scan"][i] == 0.5
+    assert M.cpm(curve)["sens@0.25"] == 0.5
+
+
+def test_gallery_draws_misses_and_false_positives(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lungcad.imaging import Geometry
+    from lungcad_inference.data.lesions import Lesion
+    from lungcad_inference.data.studies import Study
+    from lungcad_inference.gallery import write_gallery
+    from lungcad_inference.inference import Candidate
+
+    hu = np.full((40, 60, 60), -850, np.int16)
+    geometry = Geometry(hu.shape, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    study = Study("S", hu, np.ones_like(hu, np.uint8), geometry,
+                  [Lesion((30.0, 30.0, 20.0), 8.0, "test")])
+    fp = Candidate((10.0, 10.0, 10.0), (10.0, 10.0, 10.0), 6.0, 0.9, None, 5.0)
+    scan = M.ScanResult("S", np.array([fp.centre_mm]), np.array([0.9]),
+                        np.array([[30.0, 30.0, 20.0]]), np.array([8.0]))
+    paths = write_gallery(tmp_path, study, scan, [fp], threshold=0.5)
+    assert [p.name for p in paths] == ["S_miss1.png", "S_fp1.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)

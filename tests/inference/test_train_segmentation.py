@@ -88,3 +88,23 @@ def test_short_fit_learns_checkpoints_and_resumes(tmp_path: Path) -> None:
     _, resumed = train_segmentation(vois, [_background()], longer, tmp_path, progress=False)
     loss2 = json.loads((tmp_path / "segmentation_history.json").read_text())["history"]["loss"]
     assert len(loss2) == 50 and loss2[:40] == loss  # continued, not restarted
+
+
+def test_fold_claims_share_a_run_between_processes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from lungcad_inference.training.experiments import LOCK, claim
+
+    assert claim(tmp_path / "fold0") and claim(tmp_path / "fold0")  # ours, again
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "fold1").mkdir()
+        (tmp_path / "fold1" / LOCK).write_text(str(other.pid))
+        assert not claim(tmp_path / "fold1")  # a live process holds it
+    finally:
+        other.kill()
+        other.wait()
+    assert claim(tmp_path / "fold1")  # its holder died: taken over
+    assert (tmp_path / "fold1" / LOCK).read_text() == str(os.getpid())

@@ -143,8 +143,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from lungcad_inference.inference import load_models
 
     out = Path(args.out)
@@ -194,25 +192,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if overlap:
             print("WARNING: " + summary["warning"])
     else:
+        from lungcad_inference import metrics as M
+        from lungcad_inference.detection_benchmark import (
+            froc_table,
+            grouped_froc,
+            real_records,
+            records_table,
+        )
         from lungcad_inference.evaluation import detection_summary, scan_result, write_detection
+        from lungcad_inference.plots import plot_froc
 
         args.studies = args.path
-        scans, cands = [], {}
+        scans, cands, records = [], {}, []
         for study in _load_studies(args):
             scan, c = scan_result(models, study)
             scans.append(scan)
             cands[study.name] = [x for x in c]
+            records += real_records(study, scan)
+            if args.gallery:
+                from lungcad_inference.gallery import write_gallery
+
+                write_gallery(out / "gallery", study, scan, c, models.threshold)
         summary = detection_summary(scans, models.threshold)
         seen = set(models.detector_meta.get("training_studies", []))
         summary["studies_seen_in_training"] = sorted(seen & {s.name for s in scans})
+        summary["real"] = grouped_froc(records, scans)
         write_detection(out, scans, cands, summary, "shipped detector")
-        print(json.dumps({k: summary[k] for k in ("cpm", "operating_threshold",
-                                                  "operating_sensitivity",
-                                                  "operating_fp_per_scan")}, indent=1))
+        (out / "lesions.json").write_text(json.dumps(records_table(records), indent=1))
+        by_texture = {}
+        for texture in sorted({r.texture for r in records}):
+            sel = [r for r in records if r.texture == texture]
+            curve = M.froc_from_records(sel, scans)
+            by_texture[f"{texture} ({len(sel)})"] = {**curve, **M.cpm(curve)}
+        plot_froc(by_texture, out / "froc_by_texture.png", "Detection FROC by texture")
+        print(froc_table(summary["real"], "Real lesions (sensitivity at FP per scan, "
+                                          "95 % interval of the CPM over scans)"))
+        print(f"operating threshold {models.threshold:.3f}: sensitivity "
+              f"{summary['operating_sensitivity']:.2f}, "
+              f"{summary['operating_fp_per_scan']:.2f} FP per scan")
         for p in summary["per_scan"]:
             print(f"{p['study']}: {p['found']}/{p['lesions']} found, "
                   f"{p['false_positives']} FP")
-        _ = np
+        if summary["studies_seen_in_training"]:
+            print("NOTE: the weights trained on the backgrounds of "
+                  + ", ".join(summary["studies_seen_in_training"])
+                  + " (their own lesions never as positives): not a held-out figure")
     print(f"results written to {out}")
     return 0
 
@@ -307,5 +331,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--weights-dir")
     e.add_argument("--threshold", type=float, help="detector operating threshold")
     e.add_argument("--cpu", action="store_true")
+    e.add_argument("--gallery", action="store_true",
+                   help="detection: key images of misses and false positives (PNG, made from "
+                        "the data on demand)")
     _common(e)
     e.set_defaults(func=cmd_evaluate)

@@ -143,6 +143,16 @@ def _scan(models: Any, name: str, hu: np.ndarray, study: Study,
                         ), cands
 
 
+def real_records(study: Study, scan: M.ScanResult) -> list[LesionRecord]:
+    """Records of ``study``'s own reference lesions scored by ``scan`` (their order)."""
+    own_c = study.lesion_centres_zyx()
+    meta = [{"diameter_mm": float(les.diameter_mm),
+             "texture": texture_class(les.extra.get("texture")),
+             "juxtapleural": touches_border(study.lungs, c, les.diameter_mm),
+             "patient_id": study.name} for c, les in zip(own_c, study.lesions, strict=True)]
+    return _records(scan, "real", meta)
+
+
 def score_study(models: Any, study: Study, held_vois: list[Voi], rng: np.random.Generator,
                 per_volume: int = 6, volumes: int = 4
                 ) -> tuple[list[M.ScanResult], list[LesionRecord], list[M.ScanResult],
@@ -154,10 +164,7 @@ def score_study(models: Any, study: Study, held_vois: list[Voi], rng: np.random.
     own_c = study.lesion_centres_zyx()
     own_d = np.array([les.diameter_mm for les in study.lesions])
     real_scan, _ = _scan(models, study.name, study.hu, study, own_c, own_d)
-    real_meta = [{"diameter_mm": float(d), "texture": texture_class(les.extra.get("texture")),
-                  "juxtapleural": touches_border(study.lungs, c, d), "patient_id": study.name}
-                 for c, d, les in zip(own_c, own_d, study.lesions, strict=True)]
-    real = _records(real_scan, "real", real_meta)
+    real = real_records(study, real_scan)
     ins_scans, ins_records = [], []
     for n, (hu, placed) in enumerate(insert_held_out(study, held_vois, rng, per_volume,
                                                      volumes)):

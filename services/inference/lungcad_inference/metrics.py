@@ -56,12 +56,26 @@ def froc(scans: Sequence[ScanResult]) -> dict[str, list[float]]:
         fp_scores.append(fp)
     tp = np.concatenate(tp_scores) if tp_scores else np.zeros(0)
     fp = np.concatenate(fp_scores) if fp_scores else np.zeros(0)
+    return _curve(tp, fp, len(scans))
+
+
+def _curve(tp: np.ndarray, fp: np.ndarray, n_scans: int) -> dict[str, list[float]]:
     thresholds = np.unique(np.concatenate([tp[np.isfinite(tp)], fp, [np.inf]]))[::-1]
-    n_scans, n_les = max(1, len(scans)), max(1, len(tp))
+    n_les = max(1, len(tp))
     sens = [float((tp >= t).sum() / n_les) for t in thresholds]
-    fps = [float((fp >= t).sum() / n_scans) for t in thresholds]
+    fps = [float((fp >= t).sum() / max(1, n_scans)) for t in thresholds]
     return {"thresholds": [float(t) for t in thresholds], "fp_per_scan": fps,
-            "sensitivity": sens, "lesions": int(len(tp)), "scans": int(len(scans))}
+            "sensitivity": sens, "lesions": int(len(tp)), "scans": int(n_scans)}
+
+
+def froc_from_records(records: Sequence[object], scans: Sequence[ScanResult]
+                      ) -> dict[str, list[float]]:
+    """A FROC curve (as :func:`froc`) for a subset of lesions, given as records with a
+    ``score`` (their best hit, -inf when missed), against every false positive of ``scans``
+    (a rate is per scan, whatever the lesion)."""
+    tp = np.array([float(r.score) for r in records])  # type: ignore[attr-defined]
+    fp = np.concatenate([match_scan(s)[1] for s in scans]) if scans else np.zeros(0)
+    return _curve(tp, fp, len(scans))
 
 
 def cpm(curve: dict[str, list[float]], rates: Sequence[float] = CPM_FP_RATES

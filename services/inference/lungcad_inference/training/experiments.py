@@ -171,6 +171,35 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
     return result
 
 
+def size_auc_cv(vois: list[Voi], outlines: dict[tuple[str, str], np.ndarray]
+                ) -> dict[str, Any]:
+    """How well size alone separates malignant from benign (median rating 1-2 vs 4-5) on the
+    VOIs: the learned out-of-fold outline's volume-equivalent diameter, the readers' consensus
+    mask's, and the readers' ``diameter_mm``, with patient-level bootstrap intervals and the
+    paired differences (AUC of a single size is rank-based: no fitting)."""
+    from lungcad_inference import metrics as M
+    from lungcad_inference.nodule_size import equivalent_diameter_mm
+
+    rows = [(v, outlines.get((v.patient_id, v.nodule_id))) for v in vois if v.label is not None]
+    rows = [(v, o) for v, o in rows if o is not None and o.shape == v.hu.shape]
+    if len(rows) < 20:
+        return {}
+    y = np.array([v.label for v, _ in rows])
+    groups = np.array([v.patient_id for v, _ in rows])
+    scores = {"learned_outline": np.array([equivalent_diameter_mm(o) for _, o in rows]),
+              "consensus_mask": np.array([v.mask_diameter_mm for v, _ in rows]),
+              "readers_diameter": np.array([v.diameter_mm for v, _ in rows])}
+    out: dict[str, Any] = {"n": len(rows), "malignant": int(y.sum())}
+    for name, sc in scores.items():
+        out[name] = M.bootstrap_ci(y, sc, groups, lambda a, b: {"auc": M.auc(a, b)})["auc"]
+    for base in ("consensus_mask", "readers_diameter"):
+        def delta(yy: np.ndarray, idx: np.ndarray, base: str = base) -> dict[str, float]:
+            i = idx.astype(int)
+            return {"d": M.auc(yy, scores["learned_outline"][i]) - M.auc(yy, scores[base][i])}
+        out[f"learned_minus_{base}"] = M.bootstrap_ci(y, np.arange(len(y)), groups, delta)["d"]
+    return out
+
+
 def type_model_cv(vois: list[Voi], outlines: dict[tuple[str, str], np.ndarray]
                   ) -> tuple[dict[str, Any], Any]:
     """Patient-level CV (the shared split) of the nodule-type head on the learned out-of-fold
@@ -272,13 +301,42 @@ def run_malignancy(vois: list[Voi], config: Any, out_dir: Path, *, cv: bool = Tr
     return result
 
 
+LOCK = "training.lock"
+
+
+def claim(fold_dir: Path) -> bool:
+    """Take a fold for this process (a lock file holding its PID), so several processes can
+    share the folds of one run; a lock whose process has died is taken over."""
+    import os
+
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    lock = fold_dir / LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            pid = int(lock.read_text().strip() or 0)
+            os.kill(pid, 0)
+            return pid == os.getpid()
+        except (ValueError, ProcessLookupError, FileNotFoundError):
+            lock.unlink(missing_ok=True)
+            return claim(fold_dir)
+        except PermissionError:
+            return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
 def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir: Path, *,
                      cv: bool = True, ship: bool = False, progress: bool = True,
                      voi_source: Path | None = None) -> dict[str, Any]:
     """Patient-level K-fold CV of the segmentation network (the shared split of
     :mod:`lungcad_inference.training.splits`), scored on the held-out VOIs' own grids when
     ``voi_source`` (the VOI zip or folder) is given, then a final model on every VOI. Fold and
-    final runs resume from their checkpoints; a finished fold is not trained again."""
+    final runs resume from their checkpoints; a finished fold is not trained again. Several
+    processes started on one ``out_dir`` share the folds (:func:`claim`); the one that takes
+    the final model scores the CV and trains it, the others return when the folds are done."""
     from lungcad_inference.networks import NoduleSegNet
     from lungcad_inference.training.segmentation_data import prepare_background
     from lungcad_inference.training.splits import FOLDS, fold_array
@@ -298,10 +356,17 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
                  INPUT_SPACING_MM, "hu_window": list(HU_WINDOW),
                  "training_config": dataclasses.asdict(config), "provenance": _provenance()}
     if cv:
-        fold_paths = []
-        for k in range(FOLDS):
+        fold_paths = [out_dir / f"fold{k}" / f"{SEGMENTATION}.pt" for k in range(FOLDS)]
+        pending = list(range(FOLDS))
+        while pending:
+            k = next((k for k in pending if fold_paths[k].exists()
+                      or claim(fold_paths[k].parent)), None)
+            if k is None:  # the rest are being trained by other processes: wait for them
+                time.sleep(20)
+                continue
+            pending.remove(k)
             fold_dir = out_dir / f"fold{k}"
-            path = fold_dir / f"{SEGMENTATION}.pt"
+            path = fold_paths[k]
             if not path.exists():
                 train = [v for v, f in zip(vois, folds, strict=True) if f != k]
                 fold_config = dataclasses.replace(config, iterations=config.cv_iterations)
@@ -313,19 +378,33 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
                               "training_patients_sha1": patient_hashes(
                                   v.patient_id for v in train),
                               "held_out_patients_sha1": patient_hashes(held)})
-            fold_paths.append(path)
+            (fold_dir / LOCK).unlink(missing_ok=True)
+        if not claim(out_dir / "final"):
+            return {"finished_by_another_process": True}
         if voi_source is not None:
             from lungcad_inference.segment_vois import (
                 cross_validated_segmentation,
                 read_outlines,
             )
 
-            models = [load_network(p, NoduleSegNet)[0] for p in fold_paths]
-            result["cross_validation"] = cross_validated_segmentation(
-                models, voi_source, out_dir / "cv", threads=config.threads)
-            outlines = read_outlines(out_dir / "cv" / "outlines.npz")
+            cv_dir = out_dir / "cv"
+            done = cv_dir / "segmentation_metrics.json"
+            if (cv_dir / "outlines.npz").exists() and done.exists():  # scored already
+                result["cross_validation"] = {"summary": json.loads(done.read_text())}
+            else:
+                models = [load_network(p, NoduleSegNet)[0] for p in fold_paths]
+                result["cross_validation"] = cross_validated_segmentation(
+                    models, voi_source, cv_dir, threads=config.threads)
+            outlines = read_outlines(cv_dir / "outlines.npz")
             type_cv, type_model = type_model_cv(vois, outlines)
             result["type_model_cv"] = type_cv
+            result["size_auc_cv"] = size_auc_cv(vois, outlines)
+            (cv_dir / "segmentation_cv_extra.json").write_text(json.dumps(
+                {"type_model_cv": type_cv, "size_auc_cv": result["size_auc_cv"]}, indent=2))
+        if ship:  # a fold model ships too, so tests can score patients it never saw
+            fold0, side0 = load_network(fold_paths[0], NoduleSegNet)
+            save_weights(fold0, config.network_kwargs(), WEIGHTS_DIR / f"{SEGMENTATION}_fold0.pt",
+                         {k: v for k, v in side0.items() if k != "training_patients_sha1"})
     final_dir = out_dir / "final"
     model, summary = train_segmentation(vois, backgrounds, config, final_dir, progress)
     result["final"] = summary
@@ -342,4 +421,5 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
         save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{SEGMENTATION}.pt",
                      sidecar)
     (out_dir / "segmentation_run.json").write_text(json.dumps(result, indent=2, default=str))
+    (final_dir / LOCK).unlink(missing_ok=True)
     return result
