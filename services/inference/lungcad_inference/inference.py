@@ -104,14 +104,18 @@ class Models:
 
     @property
     def name(self) -> str:
-        return "lungcad-detector+malignancy" if self.malignancy is not None else \
-            "lungcad-detector"
+        parts = ["lungcad-detector"] + (["malignancy"] if self.malignancy is not None else []) \
+            + (["segmentation"] if self.segmentation is not None else [])
+        return "+".join(parts)
 
     @property
     def version(self) -> str:
-        det = self.detector_meta.get("version", "unknown")
-        mal = self.malignancy_meta.get("version")
-        return f"detector {det}, malignancy {mal}" if mal else f"detector {det}"
+        out = [f"detector {self.detector_meta.get('version', 'unknown')}"]
+        for label, meta, net in (("malignancy", self.malignancy_meta, self.malignancy),
+                                 ("segmentation", self.segmentation_meta, self.segmentation)):
+            if net is not None:
+                out.append(f"{label} {meta.get('version', 'unknown')}")
+        return ", ".join(out)
 
 
 def load_models(device: str | None = None, threads: int | None = None, *,
