@@ -119,3 +119,14 @@ def test_a_learned_outline_replaces_the_threshold_growth() -> None:
     fallback = measure_nodule(hu.astype(np.int16), lungs, center, 12.0,
                               (np.zeros((32, 32, 32), bool), start))
     assert fallback.long_axis_mm >= 9.0  # an empty outline: the threshold growth (10 mm ball)
+
+
+def test_a_mass_beyond_the_learned_range_keeps_the_threshold_growth() -> None:
+    hu, lungs = chest()
+    center = (40.0, 60.0, 40.0)
+    add_sphere(hu, center, 13.0, 30.0)  # 26 mm: beyond the network's validated sizes
+    cube = np.zeros((32, 32, 32), bool)
+    zz, yy, xx = np.indices(cube.shape)
+    cube[(zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 <= 8.0**2] = True  # under-segmented
+    m = measure_nodule(hu.astype(np.int16), lungs, center, 26.0, (cube, np.array([24, 44, 24])))
+    assert abs(m.long_axis_mm - 26.0) <= 2.0

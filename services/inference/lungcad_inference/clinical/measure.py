@@ -28,6 +28,10 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 GROW_HU = -650.0
+# the learned outline is used up to this size (volume-equivalent diameter of the threshold
+# growth): the network trained on 3-32 mm LIDC nodules and its cross-validated Dice falls
+# above 20 mm (model card); masses beyond it are grown at the half-maximum threshold
+LEARNED_MAX_MM = 20.0
 SOLID_HU = -300.0
 MIN_DIAMETER_MM = 3.0
 FULL = np.ones((3, 3, 3), bool)  # 26-connectivity: thin oblique strands stay whole
@@ -228,40 +232,52 @@ def learned_box(learned: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]
     return box, part.astype(bool)
 
 
-def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, float, float],
-                   diameter_mm: float, learned: tuple[np.ndarray, np.ndarray] | None = None,
-                   type_model: Any | None = None) -> NoduleMeasurement:
-    """Segment and measure the nodule a candidate points at (1 mm isotropic grid).
-
-    ``learned``: the segmentation network's ``(mask cube, start index)`` for this candidate
-    (:func:`lungcad_inference.segmentation.segment_at`); without it (or when it is empty) the
-    nodule is grown from the seed at the half-maximum threshold. ``type_model``: a fitted
-    :class:`lungcad_inference.clinical.nodule_type.TypeModel` for the nodule type (else the
-    solid-fraction rule of :func:`classify_type`).
-    """
-    center = np.asarray(center_zyx, float)
-    diameter = max(float(diameter_mm), MIN_DIAMETER_MM)
-    half = int(np.ceil(diameter * 0.9 + 8))
-    box = _box(center, half, hu.shape)
-    learned_mask = None
-    if learned is not None and learned[0].sum() >= 4:
-        box, learned_mask = learned_box(learned, hu.shape)
-        diameter = max(MIN_DIAMETER_MM, float(max(np.ptp(np.argwhere(learned_mask), 0)) + 1))
-    offset = tuple(int(s.start) for s in box)
+def _threshold_nodule(hu: np.ndarray, lungs: np.ndarray, center: np.ndarray, diameter: float
+                      ) -> tuple[Any, ...]:
+    """The half-maximum threshold growth around ``center`` in a box sized by ``diameter``:
+    ``(box, sub HU, seed, lungs in box, allowed, threshold, open radius, mask)``."""
+    box = _box(center, int(np.ceil(diameter * 0.9 + 8)), hu.shape)
     sub = hu[box].astype(np.float32)
-    seed = center - np.asarray(offset)
+    seed = center - np.array([s.start for s in box])
     lung_sub = lungs[box] > 0
     allowed = ndimage.binary_dilation(lung_sub, _ball(1)) if lung_sub.any() else \
         np.ones_like(lung_sub)
     threshold = half_maximum_threshold(sub, seed, diameter, lung_sub)
     open_radius = max(1, int(round(diameter / 10)))
     radius = diameter * 0.6 + 2
-    if learned_mask is not None:
-        mask = learned_mask
-    else:
-        mask = _grow(sub, seed, radius, allowed, threshold, open_radius)
-        if threshold > GROW_HU:
-            mask = with_ground_glass(sub, mask, seed, radius, allowed, open_radius)
+    mask = _grow(sub, seed, radius, allowed, threshold, open_radius)
+    if threshold > GROW_HU:
+        mask = with_ground_glass(sub, mask, seed, radius, allowed, open_radius)
+    return box, sub, seed, lung_sub, allowed, threshold, open_radius, mask
+
+
+def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, float, float],
+                   diameter_mm: float, learned: tuple[np.ndarray, np.ndarray] | None = None,
+                   type_model: Any | None = None) -> NoduleMeasurement:
+    """Segment and measure the nodule a candidate points at (1 mm isotropic grid).
+
+    ``learned``: the segmentation network's ``(mask cube, start index)`` for this candidate
+    (:func:`lungcad_inference.segmentation.segment_at`); without it (or when it is empty, or
+    when the threshold growth says the lesion is larger than ``LEARNED_MAX_MM``) the nodule is
+    grown from the seed at the half-maximum threshold. ``type_model``: a fitted
+    :class:`lungcad_inference.clinical.nodule_type.TypeModel` for the nodule type (else the
+    solid-fraction rule of :func:`classify_type`).
+    """
+    center = np.asarray(center_zyx, float)
+    diameter = max(float(diameter_mm), MIN_DIAMETER_MM)
+    box, sub, seed, lung_sub, allowed, threshold, open_radius, mask = _threshold_nodule(
+        hu, lungs, center, diameter)
+    if learned is not None and learned[0].sum() >= 4 and \
+            (6 * float(mask.sum()) / np.pi) ** (1 / 3) <= LEARNED_MAX_MM:
+        box, mask = learned_box(learned, hu.shape)
+        diameter = max(MIN_DIAMETER_MM, float(max(np.ptp(np.argwhere(mask), 0)) + 1))
+        sub = hu[box].astype(np.float32)
+        seed = center - np.array([s.start for s in box])
+        lung_sub = lungs[box] > 0
+        allowed = ndimage.binary_dilation(lung_sub, _ball(1)) if lung_sub.any() else \
+            np.ones_like(lung_sub)
+        threshold = half_maximum_threshold(sub, seed, diameter, lung_sub)
+    offset = tuple(int(s.start) for s in box)
     raw = component_at((sub > threshold) & allowed & _sphere(sub.shape, seed,
                                                               diameter / 2 + 6), seed)
     segmented = bool(mask.sum() >= 4)
