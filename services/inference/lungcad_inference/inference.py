@@ -110,12 +110,13 @@ class Models:
 
     @property
     def version(self) -> str:
-        out = [f"detector {self.detector_meta.get('version', 'unknown')}"]
-        for label, meta, net in (("malignancy", self.malignancy_meta, self.malignancy),
-                                 ("segmentation", self.segmentation_meta, self.segmentation)):
-            if net is not None:
-                out.append(f"{label} {meta.get('version', 'unknown')}")
-        return ", ".join(out)
+        """The weights' versions, at most 40 characters (the findings table's column)."""
+        det = self.detector_meta.get("version", "unknown")
+        mal = self.malignancy_meta.get("version")
+        if self.segmentation is None:
+            return f"detector {det}, malignancy {mal}" if mal else f"detector {det}"
+        seg = self.segmentation_meta.get("version", "unknown")
+        return (f"det {det}, mal {mal}, seg {seg}" if mal else f"det {det}, seg {seg}")[:40]
 
 
 def load_models(device: str | None = None, threads: int | None = None, *,
