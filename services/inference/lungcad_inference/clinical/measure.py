@@ -232,17 +232,24 @@ def learned_box(learned: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]
     return box, part.astype(bool)
 
 
-def _threshold_nodule(hu: np.ndarray, lungs: np.ndarray, center: np.ndarray, diameter: float
-                      ) -> tuple[Any, ...]:
-    """The half-maximum threshold growth around ``center`` in a box sized by ``diameter``:
-    ``(box, sub HU, seed, lungs in box, allowed, threshold, open radius, mask)``."""
-    box = _box(center, int(np.ceil(diameter * 0.9 + 8)), hu.shape)
+def _context(hu: np.ndarray, lungs: np.ndarray, center: np.ndarray, box: tuple[slice, ...],
+             diameter: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """A nodule's box: ``(sub HU, seed in the box, lungs in box, where it may grow,
+    half-maximum threshold)``."""
     sub = hu[box].astype(np.float32)
     seed = center - np.array([s.start for s in box])
     lung_sub = lungs[box] > 0
     allowed = ndimage.binary_dilation(lung_sub, _ball(1)) if lung_sub.any() else \
         np.ones_like(lung_sub)
-    threshold = half_maximum_threshold(sub, seed, diameter, lung_sub)
+    return sub, seed, lung_sub, allowed, half_maximum_threshold(sub, seed, diameter, lung_sub)
+
+
+def _threshold_nodule(hu: np.ndarray, lungs: np.ndarray, center: np.ndarray, diameter: float
+                      ) -> tuple[Any, ...]:
+    """The half-maximum threshold growth around ``center`` in a box sized by ``diameter``:
+    ``(box, sub HU, seed, lungs in box, allowed, threshold, open radius, mask)``."""
+    box = _box(center, int(np.ceil(diameter * 0.9 + 8)), hu.shape)
+    sub, seed, lung_sub, allowed, threshold = _context(hu, lungs, center, box, diameter)
     open_radius = max(1, int(round(diameter / 10)))
     radius = diameter * 0.6 + 2
     mask = _grow(sub, seed, radius, allowed, threshold, open_radius)
@@ -271,12 +278,7 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
             (6 * float(mask.sum()) / np.pi) ** (1 / 3) <= LEARNED_MAX_MM:
         box, mask = learned_box(learned, hu.shape)
         diameter = max(MIN_DIAMETER_MM, float(max(np.ptp(np.argwhere(mask), 0)) + 1))
-        sub = hu[box].astype(np.float32)
-        seed = center - np.array([s.start for s in box])
-        lung_sub = lungs[box] > 0
-        allowed = ndimage.binary_dilation(lung_sub, _ball(1)) if lung_sub.any() else \
-            np.ones_like(lung_sub)
-        threshold = half_maximum_threshold(sub, seed, diameter, lung_sub)
+        sub, seed, lung_sub, allowed, threshold = _context(hu, lungs, center, box, diameter)
     offset = tuple(int(s.start) for s in box)
     raw = component_at((sub > threshold) & allowed & _sphere(sub.shape, seed,
                                                               diameter / 2 + 6), seed)
