@@ -71,3 +71,62 @@ def test_serve_writes_an_access_line_per_request_unless_turned_off(tmp_path: Pat
                           if '"GET /v1/jobs/x' in line]
     assert len(lines[True]) == 1 and "401" in lines[True][0], lines
     assert lines[False] == []
+
+
+def _children(pid: int) -> set[int]:
+    """The live (non-zombie) processes whose parent is ``pid``, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _parent_and_state(int(entry.name))[0] == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _parent_and_state(pid: int) -> tuple[int | None, str | None]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None, None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    return int(fields[1]), fields[0]
+
+
+def _alive(pid: int) -> bool:
+    state = _parent_and_state(pid)[1]
+    return state is not None and state != "Z"
+
+
+def test_sigterm_to_serve_stops_its_workers(tmp_path: Path) -> None:
+    """Compose and systemd stop ``lungcad serve`` with SIGTERM: its Celery workers must stop
+    with it (they were left running under PID 1), and it exits 0 after a clean shutdown."""
+    import signal
+    import time
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    environment = {**os.environ, "LUNGCAD_DATA_DIR": str(tmp_path / "data"),
+                   "LUNGCAD_ENV": "development"}
+    with open(log, "wb") as out:
+        serve = subprocess.Popen(LUNGCAD + ["serve", "--port", str(port), "--workers"],  # noqa: S603
+                                 env=environment, cwd=tmp_path, stdout=out,
+                                 stderr=subprocess.STDOUT)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while len(workers) < 2 or log.read_text(errors="replace").count(" ready.") < 2:
+            assert serve.poll() is None and time.monotonic() < deadline, \
+                log.read_text(errors="replace")[-3000:]
+            workers |= _children(serve.pid)
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=120) == 0, log.read_text(errors="replace")[-3000:]
+        survivors = {pid for pid in workers if _alive(pid)}
+        assert survivors == set(), log.read_text(errors="replace")[-3000:]
+    finally:
+        for pid in [serve.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        serve.wait(timeout=30)

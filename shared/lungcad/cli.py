@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from lungcad.logs import configure
@@ -41,7 +43,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 class EmbeddedServer:
-    """The API (uvicorn) plus, in the embedded default, one worker process per queue."""
+    """The API (uvicorn) plus, in the embedded default, one worker process per queue.
+
+    SIGTERM (how Compose and systemd stop a service) and SIGINT both stop the API, then the
+    workers: each gets SIGTERM (Celery's warm shutdown), ``worker_stop_grace_s`` to finish, then
+    SIGKILL. Without our own SIGTERM handler uvicorn re-raised the signal into the default
+    action after its shutdown and the process died before stopping its workers, orphaning them.
+    """
 
     def __init__(self, settings: Settings, host: str, port: int, workers: bool | None,
                  relay: bool = True, migrate: bool = True) -> None:
@@ -51,6 +59,11 @@ class EmbeddedServer:
         from lungcad_gateway.migrate import upgrade
 
         settings.check_safe(bind_host=host)
+        self.grace_s = settings.worker_stop_grace_s
+        self.stopping = False
+        self.server: uvicorn.Server | None = None
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)  # before any worker exists
         if migrate:
             upgrade(settings)
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -63,24 +76,35 @@ class EmbeddedServer:
                                                     access_log=settings.access_log,
                                                     timeout_graceful_shutdown=10))
 
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.stop()
+
     def run(self) -> None:
         try:
-            self.server.run()
+            if not self.stopping and self.server is not None:
+                self.server.run()
         finally:
             self.stop_workers()
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.stopping = True
+        if self.server is not None:
+            self.server.should_exit = True
 
     def stop_workers(self) -> None:
+        """SIGTERM to each worker, up to ``grace_s`` in all for them to exit, then SIGKILL."""
+        import time
+
         for worker in self.workers:
             if worker.poll() is None:
                 worker.terminate()
+        deadline = time.monotonic() + self.grace_s
         for worker in self.workers:
             try:
-                worker.wait(timeout=15)
+                worker.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # re-dispatches a job whose lease expired (worker killed, host lost).
     lease_s: float = Field(default=90.0, gt=0)
 
+    # ``lungcad serve`` with embedded workers: on SIGTERM or SIGINT each worker gets SIGTERM
+    # (a warm shutdown: the running task may finish) and this long in all, then SIGKILL (an
+    # unfinished task is redelivered).
+    worker_stop_grace_s: float = Field(default=15.0, gt=0)
+
     # Preprocessing.
     preprocess_spacing_mm: float = 1.0
     preprocess_crop_margin_mm: float = 10.0
