@@ -176,6 +176,35 @@ def test_idempotency_key_returns_the_same_job(gateway: Gateway, tmp_path: Path) 
         assert len(session.scalars(select(Job)).all()) == 2
 
 
+def test_idempotency_key_reused_with_another_request_or_after_delete_is_refused(
+        gateway: Gateway, tmp_path: Path) -> None:
+    """The same key with other files or other fields is 422 ``idempotency_key_reused`` (it was
+    a 202 with the old job); after the job was deleted a replay is 410 ``job_deleted`` (it was
+    the deleted job, as if new). Neither creates a job."""
+    files = _files(ct_series(tmp_path / "s", n=2))
+    other_study = _files(ct_series(tmp_path / "t", n=3))
+    key = {"Idempotency-Key": "ris-order-7"}
+    with gateway.client() as client:
+        first = client.post("/v1/jobs", files=files, data={"patient_age": "64"}, headers=key)
+        assert first.status_code == 202, first.text
+        job_id = first.json()["id"]
+        same = client.post("/v1/jobs", files=files, data={"patient_age": "64"}, headers=key)
+        assert (same.status_code, same.json()["id"]) == (202, job_id)
+        for changed in ({"files": other_study, "data": {"patient_age": "64"}},
+                        {"files": files, "data": {"patient_age": "65"}},
+                        {"files": files, "data": {}}):
+            reused = client.post("/v1/jobs", headers=key, **changed)  # type: ignore[arg-type]
+            assert reused.status_code == 422, reused.text
+            assert reused.json()["code"] == "idempotency_key_reused"
+            assert reused.json()["job_id"] == job_id
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+        replay = client.post("/v1/jobs", files=files, data={"patient_age": "64"}, headers=key)
+        assert replay.status_code == 410, replay.text
+        assert (replay.json()["code"], replay.json()["job_id"]) == ("job_deleted", job_id)
+    with gateway.runtime.sessions() as session:
+        assert [j.id for j in session.scalars(select(Job)).all()] == [job_id]
+
+
 def test_list_filter_and_paginate(gateway: Gateway, tmp_path: Path) -> None:
     ids = []
     with gateway.client() as client:

@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fastapi import Request
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +29,7 @@ from lungcad.ingest.inspect import EXTENSIONS, UploadPart, UploadSummary, inspec
 from lungcad.jobs import enqueue_stage
 from lungcad.settings import Settings
 from lungcad.storage import StoredObject
+from lungcad_gateway.idempotency import find_job, replay, request_sha256
 from lungcad_gateway.multipart import ParsedForm, read_form
 from lungcad_gateway.runtime import Runtime
 
@@ -94,17 +94,6 @@ def server_timing(phases: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={ms:.1f}" for name, ms in phases.items())
 
 
-def find_idempotent(runtime: Runtime, tenant: Tenant, key: str | None) -> Job | None:
-    if not key:
-        return None
-    if len(key) > 200:
-        raise InvalidInput("Idempotency-Key is longer than 200 characters.",
-                           code="invalid_header", status=400)
-    with runtime.sessions() as session:
-        return session.scalars(select(Job).where(Job.tenant_id == tenant.id,
-                                                 Job.idempotency_key == key)).first()
-
-
 def _store_parts(runtime: Runtime, job_id: str, form: ParsedForm,
                  kinds: list[str]) -> list[tuple[StoredObject, str, str | None]]:
     stored: list[tuple[StoredObject, str, str | None]] = []
@@ -133,7 +122,7 @@ def _delete_quietly(runtime: Runtime, keys: list[str]) -> None:
 
 def _create_job(runtime: Runtime, tenant: Tenant, job_id: str, options: JobOptions,
                 summary: UploadSummary, stored: list[tuple[StoredObject, str, str | None]],
-                idempotency_key: str | None) -> Job:
+                idempotency_key: str | None, fingerprint: str) -> Job:
     settings = runtime.settings
     now = utcnow()
     with runtime.sessions() as session:
@@ -141,7 +130,8 @@ def _create_job(runtime: Runtime, tenant: Tenant, job_id: str, options: JobOptio
             id=job_id, tenant_id=tenant.id, state=JobState.QUEUED, stage="queued", progress=0,
             attempts=1, created_at=now, updated_at=now,
             deadline_at=now + timedelta(seconds=settings.queued_deadline_s),
-            idempotency_key=idempotency_key, callback_url=options.callback_url,
+            idempotency_key=idempotency_key, request_sha256=fingerprint,
+            callback_url=options.callback_url,
             requested_series_uid=options.series_instance_uid, patient_age=options.patient_age,
             patient_sex=options.patient_sex, input_format=summary.format,
             input_bytes=sum(obj.size for obj, _, _ in stored), patient_id=summary.patient_id,
@@ -175,8 +165,9 @@ async def _inspect_while_settling(form: ParsedForm, settings: Settings) -> Uploa
 
 async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
                         idempotency_key: str | None, timer: PhaseTimer) -> tuple[Job, bool]:
-    """Returns (job, created). ``created`` is False for an idempotent replay. ``timer`` gets
-    the wall time of each phase."""
+    """Returns (job, created). ``created`` is False for an idempotent replay (the body is read
+    all the same: its hash must match the first request's). ``timer`` gets the wall time of
+    each phase."""
     settings = runtime.settings
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
@@ -195,21 +186,26 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
                                settings.max_form_fields)
         timer.mark("receive")
         options = parse_options(form.fields)
+        existing = await run_in_threadpool(find_job, runtime, tenant, idempotency_key)
+        if existing is not None:
+            await form.settle()
+            return replay(existing, request_sha256(options, form.files)), False
         summary = await _inspect_while_settling(form, settings)
+        fingerprint = request_sha256(options, form.files)
         timer.mark("inspect")
         job_id = new_id()
         stored = await run_in_threadpool(_store_parts, runtime, job_id, form, summary.kinds)
         timer.mark("store")
         try:
             job = await run_in_threadpool(_create_job, runtime, tenant, job_id, options, summary,
-                                          stored, idempotency_key)
+                                          stored, idempotency_key, fingerprint)
             timer.mark("commit")
         except IntegrityError:
             _delete_quietly(runtime, [s[0].key for s in stored])
-            existing = find_idempotent(runtime, tenant, idempotency_key)
+            existing = find_job(runtime, tenant, idempotency_key)
             if existing is None:
                 raise
-            return existing, False
+            return replay(existing, fingerprint), False
         except BaseException:
             await run_in_threadpool(_delete_quietly, runtime, [s[0].key for s in stored])
             raise

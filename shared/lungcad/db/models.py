@@ -58,6 +58,9 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     webhook_secret: Mapped[str] = mapped_column(String(128))
+    # After a rotation, webhooks are also signed with the previous secret until this time.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_webhook_secret_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
@@ -103,6 +106,8 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of the creating request (parts and fields): a reused key must repeat it.
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
     callback_url: Mapped[str | None] = mapped_column(String(2000))
     # Caller's request.
     requested_series_uid: Mapped[str | None] = mapped_column(String(64))

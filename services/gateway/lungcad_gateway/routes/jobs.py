@@ -12,7 +12,6 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
-from starlette.concurrency import run_in_threadpool
 
 from lungcad.db.models import Artifact, Job, JobInput, JobState, is_id
 from lungcad.db.types import utcnow
@@ -30,7 +29,8 @@ from lungcad_gateway.deps import (
     api_key_from,
     authenticate,
 )
-from lungcad_gateway.ingest import PhaseTimer, accept_upload, find_idempotent, server_timing
+from lungcad_gateway.idempotency import check_key
+from lungcad_gateway.ingest import PhaseTimer, accept_upload, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
 from lungcad_gateway.runtime import Runtime
 from lungcad_gateway.status_reader import INPUT_FIELDS, JOB_BY_KEY
@@ -79,18 +79,19 @@ def _load_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobPublic, responses=PROBLEMS,
+@router.post("", status_code=202, response_model=JobPublic,
+             responses={**PROBLEMS, 410: PROBLEMS[409]},
              openapi_extra=UPLOAD_BODY, summary="Submit a study for analysis")
 async def create_job(request: Request, response: Response, runtime: RuntimeDep,
                      tenant: TenantDep,
                      idempotency_key: Annotated[str | None, Header()] = None) -> JobPublic:
-    """Upload one chest CT study. Answers 202 with the job; poll its Location."""
-    existing = await run_in_threadpool(find_idempotent, runtime, tenant, idempotency_key)
+    """Upload one chest CT study. Answers 202 with the job; poll its Location. The same
+    ``Idempotency-Key`` with the same request answers the first job again (header
+    ``Idempotent-Replayed: true``); with another request 422 ``idempotency_key_reused``; after
+    that job was deleted 410 ``job_deleted``."""
+    check_key(idempotency_key)
     timer = PhaseTimer()
-    if existing is None:
-        job, created = await accept_upload(request, runtime, tenant, idempotency_key, timer)
-    else:
-        job, created = existing, False
+    job, created = await accept_upload(request, runtime, tenant, idempotency_key, timer)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
         with runtime.sessions() as session:
