@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -120,6 +121,10 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = 2.0
     webhook_backoff_max_s: float = 3600.0
     webhook_poll_interval_s: float = 1.0
+    # Networks webhooks may be sent to although they are not public (loopback, private,
+    # link-local), as CIDRs: a JSON list, e.g. '["10.20.0.0/16"]' for a RIS on the hospital's
+    # network. Empty: public addresses only.
+    webhook_allow_networks: list[IPv4Network | IPv6Network] = Field(default_factory=list)
 
     # API and dashboard.
     session_ttl_s: int = 8 * 3600

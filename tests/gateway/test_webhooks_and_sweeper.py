@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,10 @@ def _wait(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def fast_webhooks(settings):  # type: ignore[no-untyped-def]
-    server, gw = start_gateway(settings.model_copy(update={"webhook_backoff_base_s": 0.2,
-                                                           "webhook_max_attempts": 4,
-                                                           "webhook_poll_interval_s": 0.05}))
+    # The receiver is on loopback, which webhooks may reach only when allowed explicitly.
+    server, gw = start_gateway(settings.model_copy(update={
+        "webhook_backoff_base_s": 0.2, "webhook_max_attempts": 4, "webhook_poll_interval_s": 0.05,
+        "webhook_allow_networks": [ip_network("127.0.0.0/8")]}))
     yield gw
     server.__exit__()
 
@@ -85,7 +87,12 @@ def test_terminal_state_fires_a_signed_webhook_retried_until_delivered(
         job_id = _submit(gateway, tmp_path, receiver.url)
         with gateway.runtime.sessions() as session:
             assert jobs.fail(session, job_id, "no_ct_series", "No CT series in the upload.")
-        _wait(lambda: len(receiver.received) >= 3)
+        # The attempt row is written after the receiver answered: wait for the rows themselves.
+        def three_attempts() -> list[WebhookAttempt] | None:
+            rows = _attempts(gateway, job_id)
+            return rows if len(rows) >= 3 else None
+
+        attempts = _wait(three_attempts, timeout=30)
         headers, body, status = receiver.received[-1]
         assert status == 204
         with gateway.runtime.sessions() as session:
@@ -96,18 +103,90 @@ def test_terminal_state_fires_a_signed_webhook_retried_until_delivered(
         event = json.loads(body)
         assert event["event"] == "job.failed" and event["job"]["id"] == job_id
         assert event["job"]["error_code"] == "no_ct_series"
-        with gateway.runtime.sessions() as session:
-            attempts = session.scalars(select(WebhookAttempt).where(
-                WebhookAttempt.job_id == job_id).order_by(WebhookAttempt.id)).all()
-            assert [a.status_code for a in attempts] == [500, 500, 204]
-            assert [a.attempt for a in attempts] == [1, 2, 3]
-            gaps = [(b.created_at - a.created_at).total_seconds()
-                    for a, b in zip(attempts, attempts[1:], strict=False)]
-            # exponential backoff, 0.2 s then 0.4 s: a retry is never early (a slow machine
-            # only makes it later, so the bounds are from below)
-            assert gaps[0] >= 0.2 - 0.01 and gaps[1] >= 0.4 - 0.01, gaps
+        assert [a.status_code for a in attempts] == [500, 500, 204]
+        assert [a.attempt for a in attempts] == [1, 2, 3]
+        gaps = [(b.created_at - a.created_at).total_seconds()
+                for a, b in zip(attempts, attempts[1:], strict=False)]
+        # exponential backoff, 0.2 s then 0.4 s: a retry is never early (a slow machine
+        # only makes it later, so the bounds are from below)
+        assert gaps[0] >= 0.2 - 0.01 and gaps[1] >= 0.4 - 0.01, gaps
     finally:
         receiver.close()
+
+
+def _attempts(gateway: Gateway, job_id: str) -> list[WebhookAttempt]:
+    with gateway.runtime.sessions() as session:
+        return list(session.scalars(select(WebhookAttempt).where(
+            WebhookAttempt.job_id == job_id).order_by(WebhookAttempt.id)))
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::1]/hook",
+    "http://169.254.169.254/latest/meta-data/", "http://10.20.30.40/hook",
+    "https://192.168.1.5:8443/hook", "http://[::ffff:127.0.0.1]/hook", "http://0.0.0.0/hook"])
+def test_a_callback_to_a_non_public_address_is_refused_at_submit(
+        gateway: Gateway, tmp_path: Path, url: str) -> None:
+    """Loopback, link-local (cloud metadata), private and unspecified addresses, literal or
+    resolved (``localhost``), are 422 ``callback_url_refused`` by default (the relay POSTed to
+    127.0.0.1). Nothing is kept."""
+    paths = ct_series(tmp_path / "s", n=2)
+    with gateway.client() as client:
+        response = client.post("/v1/jobs", data={"callback_url": url},
+                               files=[("files", (p.name, p.read_bytes())) for p in paths])
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "callback_url_refused"
+    assert "LUNGCAD_WEBHOOK_ALLOW_NETWORKS" in response.json()["detail"]
+    with gateway.runtime.sessions() as session:
+        assert session.scalars(select(Job)).all() == []
+
+
+def test_a_callback_refused_at_send_time_is_recorded_and_not_sent(gateway: Gateway,
+                                                                  tmp_path: Path) -> None:
+    """The address is checked again at each send (a DNS answer can change after submit; a job
+    may predate the check): the attempt is recorded as refused and nothing reaches the
+    receiver."""
+    receiver = Receiver()
+    try:
+        job_id = _submit(gateway, tmp_path, None)
+        with gateway.runtime.sessions() as session:
+            session.get(Job, job_id).callback_url = receiver.url
+            session.commit()
+            assert jobs.fail(session, job_id, "no_ct_series", "No CT series in the upload.")
+        attempt = _wait(lambda: next(iter(_attempts(gateway, job_id)), None), timeout=30)
+        assert attempt.status_code is None and attempt.error.startswith("refused: "), attempt.error
+        assert "127.0.0.1 is a loopback address" in attempt.error
+        assert receiver.received == []
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize(("address", "allow", "refused"), [
+    ("8.8.8.8", [], None), ("2606:4700::1", [], None),
+    ("169.254.169.254", [], "link-local (cloud metadata)"), ("fd00:ec2::254", [], "private"),
+    ("100.100.100.200", [], "non-public"), ("224.0.0.1", [], "multicast"),
+    ("::ffff:10.0.0.1", [], "private"), ("10.20.1.2", ["10.20.0.0/16"], None),
+    ("10.21.1.2", ["10.20.0.0/16"], "private"), ("::ffff:10.20.1.2", ["10.20.0.0/16"], None),
+])
+def test_refusal_of_an_address(address: str, allow: list[str], refused: str | None) -> None:
+    from ipaddress import ip_address
+
+    from lungcad_gateway.webhook_target import refusal
+
+    assert refusal(ip_address(address), [ip_network(n) for n in allow]) == refused
+
+
+def test_the_allow_list_is_a_typed_setting(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from lungcad.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path,  # type: ignore[call-arg]
+                        webhook_allow_networks=["10.20.0.0/16", "fd12::/16"])
+    assert settings.webhook_allow_networks == [ip_network("10.20.0.0/16"),
+                                               ip_network("fd12::/16")]
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, data_dir=tmp_path,  # type: ignore[call-arg]
+                 webhook_allow_networks=["not-a-network"])
 
 
 def test_webhook_gives_up_after_max_attempts(fast_webhooks: Gateway, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from lungcad.storage import StoredObject
 from lungcad_gateway.idempotency import find_job, replay, request_sha256
 from lungcad_gateway.multipart import ParsedForm, read_form
 from lungcad_gateway.runtime import Runtime
+from lungcad_gateway.webhook_target import checked_address
 
 log = logging.getLogger(__name__)
 ALLOWED_FIELDS = {"series_instance_uid", "patient_age", "patient_sex", "callback_url"}
@@ -72,6 +73,18 @@ def parse_options(fields: dict[str, str]) -> JobOptions:
             raise InvalidInput("callback_url must be an absolute http(s) URL.",
                                code="invalid_field")
     return JobOptions(uid, age_value, sex, url)
+
+
+def check_callback(url: str | None, settings: Settings) -> None:
+    """Refuse a ``callback_url`` that resolves to a refused address (422
+    ``callback_url_refused``). A name that does not resolve now is accepted: DNS may be down a
+    moment, and each send checks again."""
+    if url is None:
+        return
+    try:
+        checked_address(url, settings.webhook_allow_networks)
+    except OSError as exc:
+        log.warning("callback_url host does not resolve at submit: %s", exc)
 
 
 class PhaseTimer:
@@ -190,6 +203,7 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
         if existing is not None:
             await form.settle()
             return replay(existing, request_sha256(options, form.files)), False
+        await run_in_threadpool(check_callback, options.callback_url, settings)
         summary = await _inspect_while_settling(form, settings)
         fingerprint = request_sha256(options, form.files)
         timer.mark("inspect")

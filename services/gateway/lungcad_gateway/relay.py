@@ -104,7 +104,7 @@ class Relay:
                 body = event_body(job, message.id)
                 event = message.payload.get("event", f"job.{job.state}")
                 result = deliver(self._http, job.callback_url, tenant.webhook_secret, body,
-                                 event, message.id)
+                                 event, message.id, settings.webhook_allow_networks)
                 message.attempts += 1
                 session.add(WebhookAttempt(
                     outbox_id=message.id, job_id=job.id, url=job.callback_url, event=event,

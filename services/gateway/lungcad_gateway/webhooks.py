@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -19,6 +20,7 @@ from lungcad.db.models import Job
 from lungcad.db.types import utcnow
 from lungcad.schemas import WebhookEvent
 from lungcad_gateway.presenters import job_public
+from lungcad_gateway.webhook_target import CallbackRefused, Network, checked_address
 
 SIGNATURE_HEADER = "X-LungCAD-Signature"
 
@@ -46,16 +48,26 @@ class DeliveryResult:
 
 
 def deliver(client: httpx.Client, url: str, secret: str, body: bytes, event: str,
-            delivery_id: int) -> DeliveryResult:
+            delivery_id: int, allow: Sequence[Network] = ()) -> DeliveryResult:
+    """POST the event to the checked address of ``url`` (see :mod:`webhook_target`); a refused
+    address or a name that does not resolve is a failed attempt, with its reason."""
     start = time.perf_counter()
     try:
-        response = client.post(url, content=body, headers={
+        address = checked_address(url, allow)
+        target = httpx.URL(url)
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        response = client.post(target.copy_with(host=str(address)), content=body, headers={
+            "Host": target.netloc.decode("ascii"),
             "Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body),
             "X-LungCAD-Event": event, "X-LungCAD-Delivery": str(delivery_id),
-            "User-Agent": "LungCAD-Webhook/1"})
+            "User-Agent": "LungCAD-Webhook/1"}, extensions=extensions)
         ok = 200 <= response.status_code < 300
         return DeliveryResult(ok, response.status_code, None if ok else f"HTTP "
                               f"{response.status_code}", int((time.perf_counter() - start) * 1000))
+    except CallbackRefused as exc:
+        error = f"refused: {exc.message}"
+    except OSError as exc:  # the name did not resolve
+        error = f"DNS: {exc}"
     except httpx.HTTPError as exc:
-        return DeliveryResult(False, None, f"{type(exc).__name__}: {exc}"[:500],
-                              int((time.perf_counter() - start) * 1000))
+        error = f"{type(exc).__name__}: {exc}"
+    return DeliveryResult(False, None, error[:500], int((time.perf_counter() - start) * 1000))
