@@ -130,3 +130,52 @@ def test_sigterm_to_serve_stops_its_workers(tmp_path: Path) -> None:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         serve.wait(timeout=30)
+
+
+def test_webhook_secret_is_printed_and_rotated_with_an_overlap(tmp_path: Path) -> None:
+    """``admin webhook-secret`` prints the secret that signs the tenant's webhooks (it could
+    only be read from the database); ``--rotate`` makes a new one and keeps the old one
+    signing for the overlap (none with ``--overlap-s 0``)."""
+    from lungcad.db.models import Tenant
+    from lungcad.db.session import make_engine, make_sessionmaker
+    from lungcad.db.types import utcnow
+    from lungcad.settings import Settings
+
+    def secret_rows() -> Tenant:
+        engine = make_engine(Settings(env="development", data_dir=tmp_path / "data"))
+        try:
+            with make_sessionmaker(engine)() as session:
+                return session.query(Tenant).filter_by(name="radiology").one()
+        finally:
+            engine.dispose()
+
+    def webhook_secret(*args: str) -> subprocess.CompletedProcess[str]:
+        return run(["admin", "webhook-secret", "--tenant", "radiology", *args], tmp_path,
+                   LUNGCAD_ENV="development")
+
+    assert run(["migrate"], tmp_path, LUNGCAD_ENV="development").returncode == 0
+    assert run(["admin", "create-key", "--tenant", "radiology"], tmp_path,
+               LUNGCAD_ENV="development").returncode == 0
+    shown = webhook_secret()
+    assert shown.returncode == 0, shown.stderr
+    first = shown.stdout.strip().splitlines()[-1]
+    assert first == secret_rows().webhook_secret and len(first) == 64
+
+    rotated = webhook_secret("--rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    second = rotated.stdout.strip().splitlines()[-1]
+    tenant = secret_rows()
+    assert second != first and tenant.webhook_secret == second
+    assert tenant.previous_webhook_secret == first
+    overlap = (tenant.previous_webhook_secret_until - utcnow()).total_seconds()
+    assert 6 * 24 * 3600 < overlap <= 7 * 24 * 3600, overlap
+    assert "until" in rotated.stdout
+    assert webhook_secret().stdout.strip().splitlines()[-1] == second
+
+    third = webhook_secret("--rotate", "--overlap-s", "0").stdout.strip().splitlines()[-1]
+    tenant = secret_rows()
+    assert (tenant.webhook_secret, tenant.previous_webhook_secret) == (third, None)
+
+    missing = run(["admin", "webhook-secret", "--tenant", "nobody"], tmp_path,
+                  LUNGCAD_ENV="development")
+    assert missing.returncode == 1 and "No tenant 'nobody'" in missing.stderr

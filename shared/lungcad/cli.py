@@ -147,6 +147,7 @@ def cmd_create_key(args: argparse.Namespace) -> int:
             tenant_id = tenant.id
     finally:
         engine.dispose()
+    print(f"its webhooks' signing secret: lungcad admin webhook-secret --tenant {args.tenant}")
     print(f"tenant {args.tenant} ({tenant_id}): new API key (shown once, store it safely):")
     print(key)
     return 0
@@ -164,6 +165,36 @@ def cmd_revoke_key(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"revoked {count} key(s)")
     return 0 if count else 1
+
+
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    from lungcad.db.session import make_engine, make_sessionmaker, session_scope
+    from lungcad.errors import NotFound
+    from lungcad_gateway.webhook_secrets import rotate, tenant_named
+
+    settings = get_settings()
+    overlap_s = settings.webhook_secret_overlap_s if args.overlap_s is None else args.overlap_s
+    engine = make_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            tenant = tenant_named(session, args.tenant)
+            if args.rotate:
+                rotate(tenant, overlap_s)
+            secret, until = tenant.webhook_secret, tenant.previous_webhook_secret_until
+    except NotFound as exc:
+        print(f"lungcad: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.rotate and until is not None:
+        print(f"rotated; the previous secret also signs webhooks (X-LungCAD-Signature-Previous) "
+              f"until {until.isoformat(timespec='seconds')}")
+    elif args.rotate:
+        print("rotated; the previous secret no longer signs webhooks")
+    print(f"tenant {args.tenant}: webhook secret (HMAC-SHA256 key of X-LungCAD-Signature; keep "
+          "it secret):")
+    print(secret)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -243,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("revoke-key", help="revoke an API key (full key or its prefix)")
     p.add_argument("key")
     p.set_defaults(func=cmd_revoke_key)
+    p = admin.add_parser("webhook-secret",
+                         help="print a tenant's webhook signing secret, or rotate it")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--rotate", action="store_true",
+                   help="make a new secret; the old one also signs for the overlap")
+    p.add_argument("--overlap-s", type=float, default=None,
+                   help="seconds the old secret keeps signing after --rotate (default "
+                        "LUNGCAD_WEBHOOK_SECRET_OVERLAP_S; 0 for none, e.g. after a leak)")
+    p.set_defaults(func=cmd_webhook_secret)
     return parser
 
 

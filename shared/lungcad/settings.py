@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = 2.0
     webhook_backoff_max_s: float = 3600.0
     webhook_poll_interval_s: float = 1.0
+    # After ``lungcad admin webhook-secret --rotate`` the previous secret also signs webhooks
+    # (X-LungCAD-Signature-Previous) this long, while receivers switch to the new one.
+    webhook_secret_overlap_s: float = Field(default=7 * 24 * 3600.0, ge=0)
     # Networks webhooks may be sent to although they are not public (loopback, private,
     # link-local), as CIDRs: a JSON list, e.g. '["10.20.0.0/16"]' for a RIS on the hospital's
     # network. Empty: public addresses only.

@@ -17,7 +17,7 @@ from lungcad import jobs
 from lungcad.celery_app import TASK_PREPROCESS
 from lungcad.db.models import Job, JobState, OutboxMessage, Tenant, WebhookAttempt
 from lungcad.db.types import utcnow
-from lungcad_gateway.webhooks import SIGNATURE_HEADER, verify
+from lungcad_gateway.webhooks import PREVIOUS_SIGNATURE_HEADER, SIGNATURE_HEADER, verify
 from tests.conftest import Gateway, start_gateway
 from tests.factories import ct_series
 
@@ -118,6 +118,47 @@ def _attempts(gateway: Gateway, job_id: str) -> list[WebhookAttempt]:
     with gateway.runtime.sessions() as session:
         return list(session.scalars(select(WebhookAttempt).where(
             WebhookAttempt.job_id == job_id).order_by(WebhookAttempt.id)))
+
+
+def test_after_a_rotation_webhooks_carry_both_signatures_until_the_overlap_ends(
+        fast_webhooks: Gateway, tmp_path: Path) -> None:
+    from lungcad_gateway.webhook_secrets import rotate
+
+    gateway = fast_webhooks
+    receiver = Receiver()
+    try:
+        with gateway.runtime.sessions() as session:
+            tenant = session.get(Tenant, gateway.tenant_id)
+            old = tenant.webhook_secret
+            rotate(tenant, overlap_s=3600)
+            new = tenant.webhook_secret
+            session.commit()
+        (headers, body, _), = _delivered(gateway, tmp_path / "a", receiver, 1)
+        assert verify(new, body, headers[SIGNATURE_HEADER])
+        assert verify(old, body, headers[PREVIOUS_SIGNATURE_HEADER])
+        assert not verify(old, body, headers[SIGNATURE_HEADER])
+
+        with gateway.runtime.sessions() as session:
+            session.get(Tenant, gateway.tenant_id).previous_webhook_secret_until = (
+                utcnow() - timedelta(seconds=1))
+            session.commit()
+        (headers, body, _), = _delivered(gateway, tmp_path / "b", receiver, 2)[1:]
+        assert verify(new, body, headers[SIGNATURE_HEADER])
+        assert PREVIOUS_SIGNATURE_HEADER not in headers
+    finally:
+        receiver.close()
+
+
+def _delivered(gateway: Gateway, tmp_path: Path, receiver: Receiver, count: int
+               ) -> list[tuple[dict[str, str], bytes, int]]:
+    """Submit a job calling ``receiver``, fail it, and wait until ``count`` deliveries (all
+    jobs together) are recorded."""
+    job_id = _submit(gateway, tmp_path, receiver.url)
+    with gateway.runtime.sessions() as session:
+        assert jobs.fail(session, job_id, "no_ct_series", "No CT series in the upload.")
+    _wait(lambda: _attempts(gateway, job_id), timeout=30)
+    assert len(receiver.received) == count
+    return receiver.received
 
 
 @pytest.mark.parametrize("url", [

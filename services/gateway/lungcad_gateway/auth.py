@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from lungcad.db.models import ApiKey, Tenant
 from lungcad.db.types import utcnow
+from lungcad_gateway.webhook_secrets import new_secret
 
 KEY_PREFIX = "lc_"
 
@@ -28,7 +29,7 @@ def new_key() -> tuple[str, str]:
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
     tenant = session.scalars(select(Tenant).where(Tenant.name == name)).first()
     if tenant is None:
-        tenant = Tenant(name=name, webhook_secret=secrets.token_hex(32))
+        tenant = Tenant(name=name, webhook_secret=new_secret())
         session.add(tenant)
         session.flush()
     return tenant

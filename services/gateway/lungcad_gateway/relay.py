@@ -32,6 +32,7 @@ from lungcad.db.types import utcnow
 from lungcad.jobs import enqueue_stage, enqueue_webhook
 from lungcad_gateway.retention import UnreferencedSweeper, purge_expired
 from lungcad_gateway.runtime import Runtime
+from lungcad_gateway.webhook_secrets import signing_secrets
 from lungcad_gateway.webhooks import deliver, event_body
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Relay:
                 assert tenant is not None
                 body = event_body(job, message.id)
                 event = message.payload.get("event", f"job.{job.state}")
-                result = deliver(self._http, job.callback_url, tenant.webhook_secret, body,
+                result = deliver(self._http, job.callback_url, signing_secrets(tenant), body,
                                  event, message.id, settings.webhook_allow_networks)
                 message.attempts += 1
                 session.add(WebhookAttempt(
