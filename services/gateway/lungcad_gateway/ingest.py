@@ -68,10 +68,9 @@ def parse_options(fields: dict[str, str]) -> JobOptions:
         raise InvalidInput("patient_sex must be M, F or O.", code="invalid_field")
     url = fields.get("callback_url", "").strip() or None
     if url is not None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or len(url) > 2000:
-            raise InvalidInput("callback_url must be an absolute http(s) URL.",
-                               code="invalid_field")
+        if not _is_http_url(url):
+            raise InvalidInput("callback_url must be an absolute http(s) URL with a valid "
+                               "host name and port.", code="invalid_field")
     return JobOptions(uid, age_value, sex, url)
 
 
@@ -85,6 +84,16 @@ def check_callback(url: str | None, settings: Settings) -> None:
         checked_address(url, settings.webhook_allow_networks)
     except OSError as exc:
         log.warning("callback_url host does not resolve at submit: %s", exc)
+
+
+def _is_http_url(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        _ = parsed.port  # in range
+        (parsed.hostname or "").encode("idna")  # labels of 1 to 63 characters
+    except (ValueError, UnicodeError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname) and len(url) <= 2000
 
 
 class PhaseTimer:

@@ -52,7 +52,11 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to (a literal address: itself). Raises OSError when it
     does not resolve."""
     found: list[IPAddress] = []
-    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a label over 63 characters, an empty label
+        raise OSError(f"{host[:100]!r} is not a valid host name ({exc})") from exc
+    for *_, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         if address not in found:
             found.append(address)
@@ -64,7 +68,11 @@ def checked_address(url: str, allow: Sequence[Network]) -> IPAddress:
     address its host resolves to is refused, OSError when it does not resolve."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    addresses = resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # out of range
+        raise OSError(f"{url[:200]!r} has no valid port ({exc})") from exc
+    addresses = resolve(host, port)
     for address in addresses:
         reason = refusal(address, allow)
         if reason is not None:

@@ -64,7 +64,9 @@ UPLOAD_BODY = {
                 "patient_sex": {"type": "string", "enum": ["M", "F", "O"]},
                 "callback_url": {"type": "string", "format": "uri",
                                  "description": "Receives a signed POST on each terminal "
-                                                "state."},
+                                                "state. Must resolve to a public address "
+                                                "(422 callback_url_refused) unless the "
+                                                "server allows its network."},
             }}}},
     }
 }
