@@ -134,8 +134,9 @@ def _inspect_dicom_parts(parts: list[UploadPart], settings: Settings) -> UploadS
             summary = read_summary(handle, part.size, part.display_name,
                                    settings.max_zip_expanded_bytes)
         if summary is None:
-            raise InvalidInput(f"{part.display_name}: not DICOM, NIfTI, MetaImage, NRRD or a zip "
-                               "of DICOM files.", code="not_medical_image")
+            raise InvalidInput(f"{part.display_name}: not a DICOM file with a SOP class, nor "
+                               "NIfTI, MetaImage, NRRD or a zip of DICOM files.",
+                               code="not_medical_image")
         summaries.append(summary)
     return _check_dicom_set(summaries, "The upload")
 
