@@ -127,6 +127,37 @@ def inspect_zip(part: UploadPart, settings: Settings) -> UploadSummary:
     return result
 
 
+def inspect_folder(folder: Path, settings: Settings) -> UploadSummary:
+    """A DICOM folder checked as the zip of it would be (files that are not DICOM skipped); a
+    folder without DICOM files as the upload of its files (one volume)."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not any(
+        part.startswith((".", "__MACOSX")) for part in p.relative_to(folder).parts)]
+    summaries = []
+    for path in files:
+        with open(path, "rb") as handle:
+            summary = read_summary(handle, path.stat().st_size, path.name,
+                                   settings.max_zip_expanded_bytes)
+        if summary is not None:
+            summaries.append(summary)
+    if files and not summaries:
+        return inspect_upload([UploadPart(p, p.name, p.stat().st_size) for p in files], settings)
+    return _check_dicom_set(summaries, f"The folder {folder.name!r}")
+
+
+def inspect_path(path: Path, settings: Settings) -> UploadSummary:
+    """The upload gate for a local input (``lungcad analyze``): a folder as its zip would be,
+    a file as its upload would be; an .mhd travels with the data file it names."""
+    if path.is_dir():
+        return inspect_folder(path, settings)
+    parts = [UploadPart(path, path.name, path.stat().st_size)]
+    if parts[0].size and classify(parts[0]) == "metaimage_header":
+        fields, _ = volume_files.metaimage_header(path)
+        data = path.parent / _data_file_name(fields)
+        if data.is_file():
+            parts.append(UploadPart(data, data.name, data.stat().st_size))
+    return inspect_upload(parts, settings)
+
+
 def _inspect_dicom_parts(parts: list[UploadPart], settings: Settings) -> UploadSummary:
     summaries = []
     for part in parts:
@@ -141,10 +172,15 @@ def _inspect_dicom_parts(parts: list[UploadPart], settings: Settings) -> UploadS
     return _check_dicom_set(summaries, "The upload")
 
 
+def _data_file_name(fields: dict[str, str]) -> str:
+    """The file name, without folders, that a MetaImage header gives as its ElementDataFile."""
+    return PurePosixPath(fields["elementdatafile"].replace("\\", "/")).name
+
+
 def _inspect_metaimage(parts: list[UploadPart], kinds: list[str]) -> None:
     header = parts[kinds.index("metaimage_header")]
     fields, _ = volume_files.metaimage_header(header.path)
-    data_name = PurePosixPath(fields["elementdatafile"].replace("\\", "/")).name.lower()
+    data_name = _data_file_name(fields).lower()
     raws = [p for p, k in zip(parts, kinds, strict=True) if k == "metaimage_raw"]
     match = [p for p in raws if PurePosixPath(_lower(p.original_name)).name == data_name]
     if not match:
