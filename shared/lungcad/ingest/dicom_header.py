@@ -121,10 +121,10 @@ def read_summary(stream: BinaryIO, size: int, name: str,
     except InvalidInput:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must become a 422, never a 500
-        raise corrupt_header(name, exc) from exc
+        raise _corrupt_header(name, exc) from exc
 
 
-def corrupt_header(name: str, exc: BaseException) -> InvalidInput:
+def _corrupt_header(name: str, exc: BaseException) -> InvalidInput:
     """The refusal for a header pydicom cannot decode: a sentence about the file, not Python's
     exception text (logged instead)."""
     log.info("corrupt DICOM header in %s: %s: %s", name, type(exc).__name__, str(exc)[:200])
@@ -223,7 +223,7 @@ def _read_with_pydicom(stream: BinaryIO, has_preamble: bool, name: str) -> _Head
     except InvalidDicomError:
         return None
     except RecursionError as exc:
-        raise corrupt_header(name, exc) from exc
+        raise _corrupt_header(name, exc) from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
             OverflowError, NotImplementedError, struct.error) as exc:
         if has_preamble:
