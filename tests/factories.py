@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -139,3 +139,16 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     else:
         return kind, _deep_sequence(data, rng.choice([50, 150]))
     return kind, bytes(buf)
+
+
+def deflated(data: bytes, pixel_bytes: int | None = None) -> bytes:
+    """``data`` (a DICOM file) re-encoded as Deflated Explicit VR Little Endian, as pydicom writes
+    it; ``pixel_bytes`` keeps only that many bytes of its pixel data (a cut image inside an
+    intact deflate stream)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if pixel_bytes is not None:
+        ds.PixelData = ds.PixelData[:pixel_bytes]
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 LUNGCAD = [sys.executable, "-m", "lungcad.cli"]
 
@@ -179,3 +180,29 @@ def test_webhook_secret_is_printed_and_rotated_with_an_overlap(tmp_path: Path) -
     missing = run(["admin", "webhook-secret", "--tenant", "nobody"], tmp_path,
                   LUNGCAD_ENV="development")
     assert missing.returncode == 1 and "No tenant 'nobody'" in missing.stderr
+
+
+def test_analyze_refuses_what_the_gateway_refuses_with_its_code_and_sentence(
+        tmp_path: Path) -> None:
+    import pydicom
+
+    from lungcad.errors import InvalidInput
+    from lungcad.ingest.inspect import UploadPart, inspect_upload
+    from lungcad.settings import Settings
+    from tests.factories import ct_series, metaimage
+
+    study = tmp_path / "study"
+    paths = ct_series(study, n=3)
+    headless = pydicom.dcmread(paths[1])
+    del headless.PixelData
+    headless.save_as(paths[1])
+    (study / "notes.txt").write_text("a stray file in the folder is skipped, as in a zip")
+    _, raw = metaimage(tmp_path / "volume")
+    settings = Settings(env="development", data_dir=tmp_path / "data")
+    for given, parts in ((study, [paths[1]]), (raw, [raw])):
+        with pytest.raises(InvalidInput) as refused:
+            inspect_upload([UploadPart(p, p.name, p.stat().st_size) for p in parts], settings)
+        gateway = f"{refused.value.code}: {refused.value.message}"
+        result = run(["analyze", str(given), "--out", str(tmp_path / "out")], tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert " ".join(result.stderr.split()).endswith(gateway), (result.stderr, gateway)

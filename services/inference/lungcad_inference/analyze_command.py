@@ -44,6 +44,14 @@ def _header_patient(folder: Path, series_uid: str | None) -> tuple[int | None, s
     return None, None
 
 
+def _check(path: Path) -> None:
+    """The gateway's upload checks, so both refuse the same inputs with the same codes."""
+    from lungcad.ingest.inspect import inspect_path
+    from lungcad.settings import get_settings
+
+    inspect_path(path, get_settings())
+
+
 def _unpack(path: Path, tmp: Path) -> Path:
     if path.is_file() and path.suffix.lower() == ".zip":
         from lungcad.ingest.archive import safe_extract
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 TextColumn("{task.description:<20}"), BarColumn(), TimeElapsedColumn(),
                 console=console, transient=False) as progress:
             task = progress.add_task(steps[0], total=len(steps))
+            _check(args.path)
             source = _unpack(args.path, Path(tmp))
             progress.update(task, advance=1, description=steps[1])
             pre = preprocess_path(source, PreprocessOptions(threads=args.threads or 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -11,7 +12,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from lungcad.errors import InvalidInput
+from lungcad.ingest.deflated import inflated_equivalent, is_deflated
 from lungcad.ingest.dicom_scan import WANTED, scan_header
+
+log = logging.getLogger(__name__)
 
 CT_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
@@ -21,6 +25,8 @@ CT_SOP_CLASSES = frozenset({
 # Objects that travel with a CT study but are not images to analyse.
 NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "RTSTRUCT", "PR", "KO", "REG", "RTPLAN", "DOC"})
 MAX_PIXELS_PER_FRAME = 4096 * 4096
+# A deflated file is inflated to check it; past this many bytes it is refused as a bomb.
+DEFAULT_INFLATE_LIMIT = 8 * 1024**3
 KEYWORDS = tuple(WANTED.values())
 
 
@@ -70,7 +76,11 @@ def parse_sex(value: object) -> str | None:
 
 
 def _native_pixel_bytes(values: Mapping[str, object], compressed: bool) -> int | None:
-    """Bytes the uncompressed pixel data must hold, or None when compressed/unknown."""
+    """Bytes the uncompressed pixel data must hold, or None when compressed/unknown.
+
+    YBR_FULL_422 stores two luminance samples per chroma pair (4:2:2): two thirds of the
+    bytes three full samples would take. One-bit pixels are packed eight to a byte.
+    """
     if compressed:
         return None
     try:
@@ -80,7 +90,12 @@ def _native_pixel_bytes(values: Mapping[str, object], compressed: bool) -> int |
         frames = int(values.get("NumberOfFrames", 1) or 1)  # type: ignore[call-overload]
     except (KeyError, AttributeError, TypeError, ValueError):
         return None
-    return rows * cols * samples * frames * max(bits, 8) // 8
+    if bits == 1:
+        return (rows * cols * samples * frames + 7) // 8
+    expected = rows * cols * samples * frames * max(bits, 8) // 8
+    if str(values.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        expected = expected // 3 * 2
+    return expected
 
 
 # The 128-byte preamble is free for applications; an executable header there makes the file
@@ -90,21 +105,34 @@ EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf",
                     b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"#!")
 
 
-def read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
+def read_summary(stream: BinaryIO, size: int, name: str,
+                 inflate_limit: int = DEFAULT_INFLATE_LIMIT) -> DicomSummary | None:
     """Return the summary of a DICOM file, or None when the bytes are not DICOM at all.
 
     Raises InvalidInput(truncated_file) when a DICOM file stops before its pixel data ends,
+    InvalidInput(no_pixel_data) for an image header without pixel data,
     InvalidInput(dimensions_too_large) for absurd frame sizes, and InvalidInput(invalid_dicom)
     when pydicom fails on a corrupt element (elements are decoded lazily, on first access, so a
-    hostile value can raise anything from NotImplementedError to RecursionError there).
+    hostile value can raise anything from NotImplementedError to RecursionError there). A
+    deflated file is inflated first, up to ``inflate_limit`` bytes (zip_bomb beyond).
     """
     try:
-        return _read_summary(stream, size, name)
+        return _read_summary(stream, size, name, inflate_limit)
     except InvalidInput:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must become a 422, never a 500
-        raise InvalidInput(f"{name}: the DICOM header is corrupt ({type(exc).__name__}: "
-                           f"{str(exc)[:200]}).", code="invalid_dicom") from exc
+        raise _corrupt_header(name, exc) from exc
+
+
+def _corrupt_header(name: str, exc: BaseException) -> InvalidInput:
+    """The refusal for a header pydicom cannot decode: a sentence about the file, not Python's
+    exception text (logged instead)."""
+    log.info("corrupt DICOM header in %s: %s: %s", name, type(exc).__name__, str(exc)[:200])
+    if isinstance(exc, RecursionError):
+        return InvalidInput(f"{name}: the DICOM header nests sequences too deeply to be read "
+                            "(a corrupt or hostile file).", code="invalid_dicom")
+    return InvalidInput(f"{name}: the DICOM header is corrupt (an element cannot be decoded).",
+                        code="invalid_dicom")
 
 
 class _DatasetValues(Mapping[str, object]):
@@ -132,6 +160,7 @@ class _Header:
     media_sop_class: str
     compressed: bool  # the transfer syntax compresses the pixel data
     pixel_position: int  # where the pixel data element starts (the file size if none)
+    implicit_vr: bool = False  # the pixel data element's header is 8 bytes, else 12
 
 
 # The first group of a DICOM file, after its preamble or without one (old writers): the file
@@ -145,7 +174,8 @@ def _first_group(data: bytes) -> int | None:
     return int.from_bytes(data[:2], "little") if len(data) >= 8 else None
 
 
-def _read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None:
+def _read_summary(stream: BinaryIO, size: int, name: str,
+                  inflate_limit: int) -> DicomSummary | None:
     head = stream.read(140)
     stream.seek(0)
     has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
@@ -158,6 +188,16 @@ def _read_summary(stream: BinaryIO, size: int, name: str) -> DicomSummary | None
             raise InvalidInput(f"{name}: the DICOM header is corrupt (no DICOM element after "
                                "the preamble).", code="invalid_dicom")
         return None
+    if has_preamble and is_deflated(stream.read(2048)):
+        inflated, size = inflated_equivalent(stream, size, name, inflate_limit)
+        with inflated:
+            return _header_summary(inflated, size, name, has_preamble)
+    stream.seek(0)
+    return _header_summary(stream, size, name, has_preamble)
+
+
+def _header_summary(stream: BinaryIO, size: int, name: str,
+                    has_preamble: bool) -> DicomSummary | None:
     header = _scanned(stream, size) if has_preamble else None
     if header is None:
         stream.seek(0)
@@ -171,8 +211,9 @@ def _scanned(stream: BinaryIO, size: int) -> _Header | None:
     scanned = scan_header(stream, size)
     if scanned is None:
         return None
-    return _Header(scanned.values, scanned.media_sop_class, scanned.transfer_syntax.is_compressed,
-                   scanned.pixel_position)
+    syntax = scanned.transfer_syntax
+    return _Header(scanned.values, scanned.media_sop_class, syntax.is_compressed,
+                   scanned.pixel_position, syntax.is_implicit_VR)
 
 
 def _read_with_pydicom(stream: BinaryIO, has_preamble: bool, name: str) -> _Header | None:
@@ -181,16 +222,20 @@ def _read_with_pydicom(stream: BinaryIO, has_preamble: bool, name: str) -> _Head
         position = stream.tell()
     except InvalidDicomError:
         return None
+    except RecursionError as exc:
+        raise _corrupt_header(name, exc) from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-            OverflowError, NotImplementedError, RecursionError, struct.error) as exc:
+            OverflowError, NotImplementedError, struct.error) as exc:
         if has_preamble:
-            raise InvalidInput(f"{name}: the DICOM header is truncated or corrupt ({exc}).",
-                               code="truncated_file") from exc
+            log.info("unreadable DICOM header in %s: %s", name, str(exc)[:200])
+            raise InvalidInput(f"{name}: the DICOM header ends in the middle of an element or "
+                               "is corrupt.", code="truncated_file") from exc
         return None
     meta = getattr(ds, "file_meta", None)
     syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     return _Header(_DatasetValues(ds), str(getattr(meta, "MediaStorageSOPClassUID", "") or ""),
-                   bool(syntax is not None and getattr(syntax, "is_compressed", False)), position)
+                   bool(syntax is not None and getattr(syntax, "is_compressed", False)), position,
+                   bool(ds.original_encoding[0] is not False))
 
 
 def _summarize(header: _Header, size: int, name: str, has_preamble: bool) -> DicomSummary | None:
@@ -201,8 +246,11 @@ def _summarize(header: _Header, size: int, name: str, has_preamble: bool) -> Dic
     modality = str(values.get("Modality", "") or "").upper()
     is_image = "Rows" in values and "Columns" in values and modality not in NON_IMAGE_MODALITIES
     if not is_image and sop_class in CT_SOP_CLASSES:
-        raise InvalidInput(f"{name}: the CT file ends before its image (no Rows, Columns or "
-                           "pixel data).", code="truncated_file")
+        if "SOPClassUID" not in values:
+            raise InvalidInput(f"{name}: the CT file ends before its data set (only the file "
+                               "meta is there).", code="truncated_file")
+        raise InvalidInput(f"{name}: the CT image file holds no image (no Rows, Columns or "
+                           "pixel data).", code="no_pixel_data")
     if is_image:
         try:
             frame = int(values["Rows"]) * int(values["Columns"])  # type: ignore[call-overload]
@@ -212,12 +260,7 @@ def _summarize(header: _Header, size: int, name: str, has_preamble: bool) -> Dic
         if frame > MAX_PIXELS_PER_FRAME:
             raise InvalidInput(f"{name}: {values['Rows']} x {values['Columns']} pixels per frame "
                                "is beyond any CT reconstruction.", code="dimensions_too_large")
-        remaining = size - header.pixel_position
-        expected = _native_pixel_bytes(values, header.compressed)
-        if remaining <= 8 or (expected is not None and remaining < expected + 8):
-            raise InvalidInput(f"{name}: the file ends before its pixel data does (has "
-                               f"{max(remaining, 0)} bytes, needs {expected}).",
-                               code="truncated_file")
+        _check_pixel_bytes(header, size, name)
     return DicomSummary(
         sop_class_uid=sop_class, modality=modality,
         study_uid=_text(values, "StudyInstanceUID", 64),
@@ -227,3 +270,18 @@ def _summarize(header: _Header, size: int, name: str, has_preamble: bool) -> Dic
         patient_age=parse_age(values.get("PatientAge")),
         patient_sex=parse_sex(values.get("PatientSex")),
     )
+
+
+def _check_pixel_bytes(header: _Header, size: int, name: str) -> None:
+    if header.pixel_position >= size:
+        raise InvalidInput(f"{name}: the image header (Rows {header.values['Rows']}, Columns "
+                           f"{header.values['Columns']}) is followed by no pixel data element.",
+                           code="no_pixel_data")
+    remaining = size - header.pixel_position - (8 if header.implicit_vr else 12)
+    expected = _native_pixel_bytes(header.values, header.compressed)
+    if remaining <= 0:
+        raise InvalidInput(f"{name}: the file ends inside its pixel data element's header.",
+                           code="truncated_file")
+    if expected is not None and remaining < expected:
+        raise InvalidInput(f"{name}: the file ends before its pixel data does (has {remaining} "
+                           f"bytes of pixel data, needs {expected}).", code="truncated_file")

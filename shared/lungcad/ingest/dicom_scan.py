@@ -2,7 +2,7 @@
 
 pydicom builds a whole ``Dataset`` for each file, about 0.7-1 ms of pure Python per CT slice
 header on the 2-core reference machine: the largest cost of accepting an upload. The gate needs
-fourteen values and where the pixel data starts. This scanner walks the elements of the common
+fifteen values and where the pixel data starts. This scanner walks the elements of the common
 encodings (explicit or implicit VR little endian, native or encapsulated pixel data, nested
 sequences of defined or undefined length) and reads only those values.
 
@@ -23,13 +23,14 @@ WANTED = {
     0x00080016: "SOPClassUID", 0x00080020: "StudyDate", 0x00080060: "Modality",
     0x0008103E: "SeriesDescription", 0x00100020: "PatientID", 0x00100040: "PatientSex",
     0x00101010: "PatientAge", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
-    0x00280002: "SamplesPerPixel", 0x00280008: "NumberOfFrames", 0x00280010: "Rows",
+    0x00280002: "SamplesPerPixel", 0x00280004: "PhotometricInterpretation",
+    0x00280008: "NumberOfFrames", 0x00280010: "Rows",
     0x00280011: "Columns", 0x00280100: "BitsAllocated",
 }
 EXPECTED_VR = {
     0x00080016: b"UI", 0x00080020: b"DA", 0x00080060: b"CS", 0x0008103E: b"LO",
     0x00100020: b"LO", 0x00100040: b"CS", 0x00101010: b"AS", 0x0020000D: b"UI",
-    0x0020000E: b"UI", 0x00280002: b"US", 0x00280008: b"IS", 0x00280010: b"US",
+    0x0020000E: b"UI", 0x00280002: b"US", 0x00280004: b"CS", 0x00280008: b"IS", 0x00280010: b"US",
     0x00280011: b"US", 0x00280100: b"US",
 }
 # where pydicom's stop_before_pixels stops

@@ -2,8 +2,9 @@
 
 ``inspect_upload`` either returns an UploadSummary or raises InvalidInput with a specific code:
 empty_upload, not_medical_image, not_ct, multiple_studies, mixed_formats, multiple_volumes,
-metaimage_missing_data, truncated_file, dimensions_too_large, too_many_files, zip_bomb,
-zip_slip, zip_symlink, nested_archive, invalid_zip, unsupported_format.
+metaimage_missing_data, metaimage_missing_header, truncated_file, no_pixel_data, invalid_dicom,
+executable_preamble, dimensions_too_large, too_many_files, zip_bomb, zip_slip, zip_symlink,
+nested_archive, invalid_zip, unsupported_format.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from pydicom.uid import UID
 
 from lungcad.errors import InvalidInput
 from lungcad.ingest import volume_files
@@ -77,6 +80,13 @@ def classify(part: UploadPart) -> str:
     return "dicom_maybe"  # DICOM without a preamble, or nothing medical at all
 
 
+def _described(summary: DicomSummary) -> str:
+    """The kind of object and its modality, e.g. 'Secondary Capture Image Storage (modality
+    CT)': a CT modality on a secondary capture does not make it a CT image."""
+    kind = UID(summary.sop_class_uid).name if summary.sop_class_uid else "object without SOP class"
+    return f"{kind} (modality {summary.modality or 'none'})"
+
+
 def _check_dicom_set(summaries: list[DicomSummary], where: str) -> UploadSummary:
     if not summaries:
         raise InvalidInput(f"{where} holds no DICOM files or medical images.",
@@ -85,7 +95,8 @@ def _check_dicom_set(summaries: list[DicomSummary], where: str) -> UploadSummary
     ct = [s for s in images if s.is_ct_image]
     modalities = Counter(s.modality or "unknown" for s in summaries)
     if not ct:
-        found = ", ".join(f"{m} x{n}" for m, n in sorted(modalities.items()))
+        kinds = Counter(_described(s) for s in summaries)
+        found = ", ".join(f"{m} x{n}" for m, n in sorted(kinds.items()))
         raise InvalidInput(f"{where} holds no CT images (found: {found}). LungCAD analyses "
                            "chest CT only.", code="not_ct")
     studies = sorted({s.study_uid for s in ct if s.study_uid})
@@ -107,7 +118,8 @@ def inspect_zip(part: UploadPart, settings: Settings) -> UploadSummary:
         for info in check_zip(zf, ZipLimits.from_settings(settings)):
             with zf.open(info) as entry:
                 summary = read_summary(entry, info.file_size,  # type: ignore[arg-type]
-                                       PurePosixPath(info.filename).name)
+                                       PurePosixPath(info.filename).name,
+                                       settings.max_zip_expanded_bytes)
             if summary is not None:
                 summaries.append(summary)
     result = _check_dicom_set(summaries, f"The zip {part.display_name!r}")
@@ -115,22 +127,60 @@ def inspect_zip(part: UploadPart, settings: Settings) -> UploadSummary:
     return result
 
 
-def _inspect_dicom_parts(parts: list[UploadPart]) -> UploadSummary:
+def inspect_folder(folder: Path, settings: Settings) -> UploadSummary:
+    """A DICOM folder checked as the zip of it would be (files that are not DICOM skipped); a
+    folder without DICOM files as the upload of its files (one volume)."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not any(
+        part.startswith((".", "__MACOSX")) for part in p.relative_to(folder).parts)]
+    summaries = []
+    for path in files:
+        with open(path, "rb") as handle:
+            summary = read_summary(handle, path.stat().st_size, path.name,
+                                   settings.max_zip_expanded_bytes)
+        if summary is not None:
+            summaries.append(summary)
+    if files and not summaries:
+        return inspect_upload([UploadPart(p, p.name, p.stat().st_size) for p in files], settings)
+    return _check_dicom_set(summaries, f"The folder {folder.name!r}")
+
+
+def inspect_path(path: Path, settings: Settings) -> UploadSummary:
+    """The upload gate for a local input (``lungcad analyze``): a folder as its zip would be,
+    a file as its upload would be; an .mhd travels with the data file it names."""
+    if path.is_dir():
+        return inspect_folder(path, settings)
+    parts = [UploadPart(path, path.name, path.stat().st_size)]
+    if parts[0].size and classify(parts[0]) == "metaimage_header":
+        fields, _ = volume_files.metaimage_header(path)
+        data = path.parent / _data_file_name(fields)
+        if data.is_file():
+            parts.append(UploadPart(data, data.name, data.stat().st_size))
+    return inspect_upload(parts, settings)
+
+
+def _inspect_dicom_parts(parts: list[UploadPart], settings: Settings) -> UploadSummary:
     summaries = []
     for part in parts:
         with open(part.path, "rb") as handle:
-            summary = read_summary(handle, part.size, part.display_name)
+            summary = read_summary(handle, part.size, part.display_name,
+                                   settings.max_zip_expanded_bytes)
         if summary is None:
-            raise InvalidInput(f"{part.display_name}: not DICOM, NIfTI, MetaImage, NRRD or a zip "
-                               "of DICOM files.", code="not_medical_image")
+            raise InvalidInput(f"{part.display_name}: not a DICOM file with a SOP class, nor "
+                               "NIfTI, MetaImage, NRRD or a zip of DICOM files.",
+                               code="not_medical_image")
         summaries.append(summary)
     return _check_dicom_set(summaries, "The upload")
+
+
+def _data_file_name(fields: dict[str, str]) -> str:
+    """The file name, without folders, that a MetaImage header gives as its ElementDataFile."""
+    return PurePosixPath(fields["elementdatafile"].replace("\\", "/")).name
 
 
 def _inspect_metaimage(parts: list[UploadPart], kinds: list[str]) -> None:
     header = parts[kinds.index("metaimage_header")]
     fields, _ = volume_files.metaimage_header(header.path)
-    data_name = PurePosixPath(fields["elementdatafile"].replace("\\", "/")).name.lower()
+    data_name = _data_file_name(fields).lower()
     raws = [p for p, k in zip(parts, kinds, strict=True) if k == "metaimage_raw"]
     match = [p for p in raws if PurePosixPath(_lower(p.original_name)).name == data_name]
     if not match:
@@ -143,12 +193,22 @@ def _inspect_metaimage(parts: list[UploadPart], kinds: list[str]) -> None:
                            f"({match[0].size} bytes, needs {need}).", code="truncated_file")
 
 
+def _missing_header(raw: UploadPart) -> InvalidInput:
+    return InvalidInput(f"{raw.display_name}: a MetaImage data file needs its .mhd header in "
+                        "the same upload (the header gives its size, type and spacing).",
+                        code="metaimage_missing_header")
+
+
 def inspect_upload(parts: list[UploadPart], settings: Settings) -> UploadSummary:
     """Check one upload; see the module docstring for the codes it raises."""
     parts = [p for p in parts if p.size > 0 or p.original_name]
-    if not parts or all(p.size == 0 for p in parts):
+    if not parts:
         raise InvalidInput("The upload is empty: send the study as repeated 'files' form fields.",
                            code="empty_upload")
+    if all(p.size == 0 for p in parts):
+        which = (f"The file {parts[0].display_name!r} is" if len(parts) == 1
+                 else f"All {len(parts)} files are")
+        raise InvalidInput(f"{which} empty (0 bytes): nothing to analyse.", code="empty_upload")
     empty = [p for p in parts if p.size == 0]
     if empty:
         raise InvalidInput(f"{empty[0].display_name}: the file is empty.", code="truncated_file")
@@ -158,7 +218,7 @@ def inspect_upload(parts: list[UploadPart], settings: Settings) -> UploadSummary
     kinds = [classify(p) for p in parts]
     families = {"dicom" if k == "dicom_maybe" else k for k in kinds}
     if families <= {"dicom"}:
-        summary = _inspect_dicom_parts(parts)
+        summary = _inspect_dicom_parts(parts, settings)
         summary.kinds = ["dicom"] * len(parts)
         return summary
     if len(parts) == 1:
@@ -176,14 +236,18 @@ def inspect_upload(parts: list[UploadPart], settings: Settings) -> UploadSummary
         elif kind == "nrrd":
             volume_files.check_nrrd(part.path, settings.max_zip_expanded_bytes)
             summary = UploadSummary(format="nrrd", kinds=[])
-        else:
+        elif kind == "metaimage_header":
             raise InvalidInput(f"{part.display_name}: a MetaImage .mhd needs its data file in "
                                "the same upload.", code="metaimage_missing_data")
+        else:
+            raise _missing_header(part)
         summary.kinds = [kind]
         return summary
     if families == {"metaimage_header", "metaimage_raw"} and kinds.count("metaimage_header") == 1:
         _inspect_metaimage(parts, kinds)
         return UploadSummary(format="metaimage", kinds=kinds)
+    if families == {"metaimage_raw"}:
+        raise _missing_header(parts[0])
     if "metaimage_header" in families and families <= {"metaimage_header", "metaimage_raw"}:
         raise InvalidInput("Send one .mhd header with its data file per job.",
                            code="multiple_volumes")
