@@ -317,7 +317,7 @@ def test_405_allow_lists_every_method_the_path_answers(gateway: Gateway, path: s
 def test_openapi_documents_410_and_400_where_they_are_answered(gateway: Gateway,
                                                                  tmp_path: Path) -> None:
     """Every job operation that answers 410 job_deleted for a deleted job documents 410; a body
-    that is not JSON gets 400 bad_request, documented on POST /v1/session."""
+    that is not JSON gets 400 bad_request, documented on the operations that take JSON."""
     spec = httpx.get(f"{gateway.url}/openapi.json").json()["paths"]
     with gateway.client() as client:
         job_id = client.post("/v1/jobs", files=_files(ct_series(tmp_path / "s", n=3))).json()["id"]
@@ -331,6 +331,10 @@ def test_openapi_documents_410_and_400_where_they_are_answered(gateway: Gateway,
                     assert "410" in operations["get"]["responses"], template
                     gone.append(template)
         assert len(gone) >= 6, gone  # result, artifacts, one artifact, viewer and its arrays
+        feedback = client.post(f"/v1/jobs/{job_id}/feedback", content=b"\xff{",
+                               headers={"Content-Type": "application/json"})
+        assert feedback.status_code == 400 and feedback.json()["code"] == "bad_request"
+        assert "400" in spec["/v1/jobs/{job_id}/feedback"]["post"]["responses"]
     response = httpx.post(f"{gateway.url}/v1/session", content=b"\xff{",
                           headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["code"] == "bad_request"
