@@ -206,3 +206,42 @@ def test_analyze_refuses_what_the_gateway_refuses_with_its_code_and_sentence(
         result = run(["analyze", str(given), "--out", str(tmp_path / "out")], tmp_path)
         assert result.returncode == 1, result.stderr
         assert " ".join(result.stderr.split()).endswith(gateway), (result.stderr, gateway)
+
+
+NOISE = {"Celery banner": " -------------- ", "Alembic": "alembic", "request log": '"GET /v1/',
+         "superuser warning": "superuser privileges"}
+
+
+def test_demo_tells_its_story_and_logs_the_rest_to_a_file(tmp_path: Path) -> None:
+    """The terminal (stdout) shows what starts, the stages' progress, a findings summary, the
+    dashboard URL and the API key; the server, migration and worker log goes to
+    <data dir>/demo.log, and ``--verbose`` shows it live on stderr."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    result = subprocess.run(LUNGCAD + ["demo", "--once", "--verbose", "--port", str(port)],  # noqa: S603
+                            capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                            env={**{k: v for k, v in os.environ.items()
+                                    if not k.startswith("LUNGCAD_")},
+                                 "LUNGCAD_ENV": "development",
+                                 "LUNGCAD_DATA_DIR": str(tmp_path / "data")})
+    story, live = result.stdout, result.stderr
+    log = (tmp_path / "data" / "demo.log").read_text()
+    for line in ("LungCAD demo", "Starting the API", "Submitted job", "Full log: ",
+                 f"Dashboard: http://127.0.0.1:{port}/", "API key:   lc_",
+                 "Research use, not for clinical diagnosis."):
+        assert line in story, (line, story[-3000:])
+    assert str(tmp_path / "data" / "demo.log") in story
+    expected = dict(NOISE)
+    if os.geteuid() != 0:  # Celery warns about root only
+        expected.pop("superuser warning")
+    for name, text in expected.items():
+        assert text not in story, (name, story[-3000:])
+        assert text in log, (name, log[-3000:])
+        assert text in live, (name, live[-3000:])  # --verbose
+    weights = Path(__file__).parents[1] / "services/inference/lungcad_inference/weights"
+    if any(weights.glob("detector*")):
+        assert result.returncode == 0, story[-3000:]
+        assert "100%" in story and "Findings (job" in story and "finding(s); case:" in story
+    else:
+        assert "The job ended failed" in story  # no model to run without shipped weights

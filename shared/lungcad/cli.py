@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 from lungcad.logs import configure
 from lungcad.settings import Settings, get_settings
@@ -52,7 +53,10 @@ class EmbeddedServer:
     """
 
     def __init__(self, settings: Settings, host: str, port: int, workers: bool | None,
-                 relay: bool = True, migrate: bool = True) -> None:
+                 relay: bool = True, migrate: bool = True, log_file: BinaryIO | None = None
+                 ) -> None:
+        """``log_file``: where the workers write (stdout and stderr) and uvicorn logs through
+        the root logger, instead of the terminal (``lungcad demo``)."""
         import uvicorn
 
         from lungcad_gateway.app import create_app
@@ -70,11 +74,14 @@ class EmbeddedServer:
         embedded_broker = settings.broker_url.startswith("filesystem")
         if workers or (workers is None and embedded_broker):
             for queue in ("preprocess", "inference"):
-                self.workers.append(subprocess.Popen(_worker_argv(queue, 1, "solo")))  # noqa: S603
+                self.workers.append(subprocess.Popen(  # noqa: S603
+                    _worker_argv(queue, 1, "solo"), stdout=log_file,
+                    stderr=subprocess.STDOUT if log_file else None))
         app = create_app(settings, run_relay=relay)
+        log_options = {} if log_file is None else {"log_config": None}
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                                     access_log=settings.access_log,
-                                                    timeout_graceful_shutdown=10))
+                                                    timeout_graceful_shutdown=10, **log_options))
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self.stop()
@@ -135,18 +142,22 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_create_key(args: argparse.Namespace) -> int:
+def new_api_key(settings: Settings, tenant: str, label: str | None) -> tuple[str, str]:
+    """A new API key for ``tenant`` (created if new): ``(tenant id, key)``."""
     from lungcad.db.session import make_engine, make_sessionmaker, session_scope
     from lungcad_gateway.auth import create_key
 
-    settings = get_settings()
     engine = make_engine(settings)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
-            tenant, key = create_key(session, args.tenant, args.label)
-            tenant_id = tenant.id
+            row, key = create_key(session, tenant, label)
+            return row.id, key
     finally:
         engine.dispose()
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    tenant_id, key = new_api_key(get_settings(), args.tenant, args.label)
     print(f"its webhooks' signing secret: lungcad admin webhook-secret --tenant {args.tenant}")
     print(f"tenant {args.tenant} ({tenant_id}): new API key (shown once, store it safely):")
     print(key)
@@ -200,7 +211,7 @@ def cmd_webhook_secret(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lungcad.demo import run_demo
 
-    return run_demo(args.host, args.port, once=args.once)
+    return run_demo(args.host, args.port, once=args.once, verbose=args.verbose)
 
 
 PLUGIN_MODULES = ("lungcad_inference.analyze_command", "lungcad_inference.commands")
@@ -261,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--once", action="store_true",
                    help="exit after the demo job ends (0 when it succeeded)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the full log (server, migrations, workers) live; it is "
+                        "always written to <data dir>/demo.log")
     p.set_defaults(func=cmd_demo)
 
     _register_plugins(sub)

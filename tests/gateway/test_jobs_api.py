@@ -328,6 +328,62 @@ def test_openapi_describes_the_contract(gateway: Gateway) -> None:
     assert "Problem" in spec["components"]["schemas"]
 
 
+@pytest.mark.parametrize("path, template", [("/v1/jobs/0", "/v1/jobs/{job_id}"),
+                                            ("/v1/session", "/v1/session"),
+                                            ("/v1/jobs", "/v1/jobs")])
+def test_405_allow_lists_every_method_the_path_answers(gateway: Gateway, path: str,
+                                                      template: str) -> None:
+    """Starlette's 405 named the first matching route only ('Allow: GET' where DELETE works
+    too; found by schemathesis' allow_header_conformance)."""
+    documented = {m.upper() for m in httpx.get(f"{gateway.url}/openapi.json").json()["paths"][
+        template]}
+    response = httpx.request("PATCH", f"{gateway.url}{path}")
+    assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert len(documented) >= 2 and allowed - {"HEAD"} == documented
+
+
+def test_openapi_documents_410_and_400_where_they_are_answered(gateway: Gateway,
+                                                                 tmp_path: Path) -> None:
+    """Every job operation that answers 410 job_deleted for a deleted job documents 410; a body
+    that is not JSON gets 400 bad_request, documented on the operations that take JSON."""
+    spec = httpx.get(f"{gateway.url}/openapi.json").json()["paths"]
+    with gateway.client() as client:
+        job_id = client.post("/v1/jobs", files=_files(ct_series(tmp_path / "s", n=3))).json()["id"]
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+        gone = []
+        for template, operations in spec.items():
+            if "{job_id}" in template and "get" in operations:
+                response = client.get(template.format(job_id=job_id, name="sr.dcm"))
+                if response.status_code == 410:
+                    assert response.json()["code"] == "job_deleted"
+                    assert "410" in operations["get"]["responses"], template
+                    gone.append(template)
+        assert len(gone) >= 6, gone  # result, artifacts, one artifact, viewer and its arrays
+        feedback = client.post(f"/v1/jobs/{job_id}/feedback", content=b"\xff{",
+                               headers={"Content-Type": "application/json"})
+        assert feedback.status_code == 400 and feedback.json()["code"] == "bad_request"
+        assert "400" in spec["/v1/jobs/{job_id}/feedback"]["post"]["responses"]
+    response = httpx.post(f"{gateway.url}/v1/session", content=b"\xff{",
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["code"] == "bad_request"
+    assert "400" in spec["/v1/session"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("field", ["created_from", "created_to"])
+@pytest.mark.parametrize("value", ["0", "1700000000", "2026-1-5", "2026-01-05T00:00"])
+def test_a_date_filter_that_is_not_yyyy_mm_dd_is_422_invalid_date(gateway: Gateway, field: str,
+                                                                 value: str) -> None:
+    """The schema says ``format: date``; pydantic alone read ``created_to=0`` as a Unix time
+    and answered 200."""
+    with gateway.client() as client:
+        response = client.get("/v1/jobs", params={field: value})
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_date"
+        assert "YYYY-MM-DD" in response.json()["detail"]
+        assert client.get("/v1/jobs", params={field: "2026-01-05"}).status_code == 200
+
+
 @pytest.mark.parametrize("path", ["/v1/jobs", "/v1/worklist"])
 def test_search_text_with_control_characters_is_422(gateway: Gateway, path: str) -> None:
     """A NUL in the search reached Postgres as a 500 (found by schemathesis, 100 per op)."""

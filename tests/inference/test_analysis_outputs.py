@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import highdicom as hd
@@ -18,8 +18,9 @@ from PIL import Image
 from lungcad import synthetic
 from lungcad.findings import FindingsDocument, ModelInfo
 from lungcad_inference.analysis import PatientInfo, analyze_volume, case_probability
-from lungcad_inference.outputs import render_outputs
+from lungcad_inference.outputs import dicom_reports, render_outputs
 from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
+from tests.inference.dicom_checks import assert_sr_references_seg, segments_with_frames
 
 
 @dataclass
@@ -44,11 +45,11 @@ def phantom(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
                             PatientInfo(age=67, sex="F", study_instance_uid="1.2.3"),
                             ModelInfo(name="test", version="0"), job_id="job-1")
     outputs = render_outputs(pre.hu, pre.lungs, pre.geometry, pre.meta, result, folder)
-    return case, pre, result, outputs
+    return case, pre, result, outputs, folder
 
 
 def test_findings_match_the_phantom(phantom) -> None:  # type: ignore[no-untyped-def]
-    case, pre, result, _ = phantom
+    case, pre, result, *_ = phantom
     doc = result.document
     assert len(doc.findings) == len(case.nodules)  # the duplicate candidate was merged
     by_truth = {}
@@ -77,7 +78,7 @@ def test_findings_match_the_phantom(phantom) -> None:  # type: ignore[no-untyped
 
 
 def test_each_finding_maps_back_to_its_original_slice(phantom) -> None:  # type: ignore[no-untyped-def]
-    case, pre, result, _ = phantom
+    case, pre, result, *_ = phantom
     slices = pre.slices
     for finding in result.document.findings:
         col, row, k = finding.center_voxel
@@ -92,7 +93,7 @@ def test_each_finding_maps_back_to_its_original_slice(phantom) -> None:  # type:
 
 
 def test_outputs_are_readable(phantom) -> None:  # type: ignore[no-untyped-def]
-    _, _, result, outputs = phantom
+    _, _, result, outputs, _ = phantom
     doc = FindingsDocument.model_validate(json.loads(outputs["findings.json"][0]))
     assert doc.notice == "Research use, not for clinical diagnosis."
     assert json.loads(outputs["findings.json"][0])["case"]["class"] == doc.case.case_class
@@ -121,6 +122,26 @@ def test_outputs_are_readable(phantom) -> None:  # type: ignore[no-untyped-def]
     refs = {r.ReferencedSOPInstanceUID for item in plain.ReferencedSeriesSequence
             for r in item.ReferencedInstanceSequence}
     assert {f.sop_instance_uid for f in doc.findings} <= refs
+    assert_sr_references_seg(outputs["sr.dcm"][0], outputs["seg.dcm"][0],
+                             [f.id for f in doc.findings])
+
+
+@pytest.mark.parametrize("outlined", ["all but the first", "only the last"])
+def test_a_finding_without_a_segment_in_the_seg_keeps_an_unlinked_group(
+        phantom, outlined: str) -> None:  # type: ignore[no-untyped-def]
+    """A finding whose outline is empty on the source slices has no segment in the SEG (empty
+    frames are omitted): its SR group must not reference one, and the others still do."""
+    _, pre, result, _, folder = phantom
+    n = len(result.document.findings)
+    keep = list(range(2, n + 1)) if outlined == "all but the first" else [n]
+    labels = np.where(np.isin(result.labels, keep), result.labels, 0).astype(result.labels.dtype)
+    outputs = dicom_reports(replace(result, labels=labels), pre.geometry, pre.slices, folder)
+    findings = result.document.findings
+    assert len(hd.sr.srread(io.BytesIO(outputs["sr.dcm"][0]))
+               .content.get_planar_roi_measurement_groups()) == n
+    assert sorted(segments_with_frames(outputs["seg.dcm"][0])) == keep
+    assert_sr_references_seg(outputs["sr.dcm"][0], outputs["seg.dcm"][0],
+                             [findings[k - 1].id for k in keep])
 
 
 def test_case_probability_is_a_noisy_or() -> None:
@@ -153,3 +174,18 @@ def test_a_study_without_findings_says_no_nodule_detected_never_normal(tmp_path:
 
     plain = pydicom.dcmread(io.BytesIO(outputs["sr.dcm"][0]))
     assert ("Finding", "Absent") in set(coded_values(plain.ContentSequence))
+
+
+def test_a_study_with_one_finding_references_its_segment(phantom) -> None:  # type: ignore[no-untyped-def]
+    """One finding gives a one-segment SEG, where highdicom moves the segment identification to
+    the shared functional groups (``from_segmentation`` fails there, as on QIN-LSC-0088)."""
+    _, pre, result, _, folder = phantom
+    doc = result.document
+    single = replace(result, document=doc.model_copy(update={"findings": doc.findings[:1]}),
+                     labels=np.where(result.labels == 1, result.labels, 0).astype(
+                         result.labels.dtype),
+                     measurements=result.measurements[:1], hits=result.hits[:1])
+    outputs = dicom_reports(single, pre.geometry, pre.slices, folder)
+    assert "SegmentIdentificationSequence" in pydicom.dcmread(io.BytesIO(
+        outputs["seg.dcm"][0])).SharedFunctionalGroupsSequence[0]
+    assert_sr_references_seg(outputs["sr.dcm"][0], outputs["seg.dcm"][0], [doc.findings[0].id])

@@ -1,6 +1,7 @@
 """The four shared TCIA studies through the whole system (API, relay, a real worker on Redis,
 Postgres and the S3 server) with the shipped models: the annotated nodules and tumours are in
-the findings, sized right, and the SR and SEG read back.
+the findings, sized right, and the SR and SEG read back (the SR's findings linked to their SEG
+segments).
 
 Measured with the shipped detector: all four LUNA16 nodules and the QIN-LSC-0088 tumour are
 found; the QIN-LSC-0014 tumour is missed (documented in docs/model_card.md), which the test
@@ -22,6 +23,7 @@ import redis
 
 from lungcad.settings import Settings
 from tests.conftest import REDIS_TEST_URL, S3Server, WorkerProcess, start_gateway
+from tests.inference.dicom_checks import assert_sr_references_seg, segments_with_frames
 
 pytestmark = pytest.mark.realdata
 LIDC = {"LIDC-IDRI-0001": "1.3.6.1.4.1.14519.5.2.1.6279.6001.179049373636438705059720603192",
@@ -156,6 +158,11 @@ def test_sr_and_seg_read_back_and_reference_the_series(processed) -> None:  # ty
         if doc["findings"]:
             seg = hd.seg.segread(io.BytesIO(seg_bytes))
             assert seg.number_of_segments == len(doc["findings"])
+            # every finding outlined in the SEG is linked to its segment, and no other
+            outlined = [label.removesuffix(" nodule")
+                        for label in segments_with_frames(seg_bytes).values()]
+            assert outlined, study
+            assert_sr_references_seg(sr_bytes, seg_bytes, outlined)
             assert pydicom.dcmread(io.BytesIO(seg_bytes)).SeriesInstanceUID != \
                 doc["series"]["series_instance_uid"]
 

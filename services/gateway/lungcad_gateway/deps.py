@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import date
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 from sqlalchemy.orm import Session
 
 from lungcad.db.models import Tenant
@@ -45,6 +49,20 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # cannot contain NUL"); control characters now get the usual 422 problem.
 SearchText = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$",
                                          description="Patient ID or series text")]
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: object) -> object:
+    """The schema says ``format: date``; pydantic alone would also read ``0`` or ``1e9`` as a
+    Unix time."""
+    if isinstance(value, str) and not ISO_DATE.fullmatch(value):
+        raise PydanticCustomError("invalid_date", "Expected a date as YYYY-MM-DD, got {value}.",
+                                  {"value": repr(value[:40])})
+    return value
+
+
+# A calendar date in a query (422 ``invalid_date`` otherwise).
+QueryDate = Annotated[date | None, BeforeValidator(_iso_date)]
 SessionDep = Annotated[Session, Depends(get_db)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

@@ -19,7 +19,7 @@ from lungcad.imaging import Geometry
 from lungcad.imaging.slices import SliceTable
 from lungcad_inference.analysis import AnalysisResult
 from lungcad_inference.reports import keyimages
-from lungcad_inference.reports.dicom_seg import nodule_segmentation
+from lungcad_inference.reports.dicom_seg import nodule_segmentation, segment_references
 from lungcad_inference.reports.dicom_sr import SrFinding, measurement_report
 from lungcad_inference.reports.source import labels_on_slices, load_series_headers
 
@@ -35,17 +35,12 @@ def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
 
 def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable,
                   source_folder: Path) -> dict[str, tuple[bytes, str]]:
+    """The SEG first (when any finding has an outline on the source slices), then the SR, whose
+    findings reference their SEG segment where the SEG really holds one."""
     headers = load_series_headers(source_folder, slices)
     model = result.document.model
     out: dict[str, tuple[bytes, str]] = {}
-    items = []
-    for finding, hit in zip(result.document.findings, result.hits, strict=True):
-        if hit is not None:
-            items.append(SrFinding(finding, headers[hit.index], hit.row, hit.column))
-    evidence = [headers[h.index] for h in result.hits if h is not None] or headers[:1]
-    unique = {ds.SOPInstanceUID: ds for ds in evidence}
-    sr = measurement_report(items, list(unique.values()), model.name, model.version)
-    out["sr.dcm"] = (_dicom_bytes(sr), DICOM)
+    seg, segmented = None, []
     if result.document.findings:
         rows, cols = int(headers[0].Rows), int(headers[0].Columns)
         ids = range(1, len(result.document.findings) + 1)
@@ -53,10 +48,24 @@ def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable
         # the series length (highdicom walks every source image it is given).
         used, masks = labels_on_slices(result.labels, geometry, slices, rows, cols, ids)
         if used:
-            seg = nodule_segmentation([headers[k] for k in used], masks,
+            segmented = [headers[k] for k in used]
+            seg = nodule_segmentation(segmented, masks,
                                       [f.id for f in result.document.findings],
                                       model.name, model.version)
             out["seg.dcm"] = (_dicom_bytes(seg), DICOM)
+    segments = segment_references(seg) if seg is not None else {}
+    items = []
+    for number, (finding, hit) in enumerate(zip(result.document.findings, result.hits,
+                                                strict=True), start=1):
+        if hit is not None:
+            items.append(SrFinding(finding, headers[hit.index], hit.row, hit.column,
+                                   segments.get(number)))
+    evidence = [headers[h.index] for h in result.hits if h is not None] or headers[:1]
+    unique = {ds.SOPInstanceUID: ds for ds in evidence}
+    if segments:  # the SEG and its source slices are referenced from the content
+        unique.update({ds.SOPInstanceUID: ds for ds in [*segmented, seg]})
+    sr = measurement_report(items, list(unique.values()), model.name, model.version)
+    out["sr.dcm"] = (_dicom_bytes(sr), DICOM)
     return out
 
 

@@ -34,6 +34,7 @@ from lungcad_gateway.routes.viewer import (
 )
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/feedback", tags=["feedback"])
+BODY_PROBLEMS = {**PROBLEMS, 400: PROBLEMS[401]}  # 400 bad_request: a body that is not JSON
 Triple = Annotated[list[float], Field(min_length=3, max_length=3)]
 
 
@@ -111,7 +112,7 @@ def list_feedback(job_id: str, session: SessionDep, tenant: TenantDep,
     return FeedbackList(data=[_public(r, grid) for r in rows], verdicts=verdicts)
 
 
-@router.post("", status_code=201, response_model=FeedbackPublic, responses=PROBLEMS,
+@router.post("", status_code=201, response_model=FeedbackPublic, responses=BODY_PROBLEMS,
              summary="Accept or reject a finding, or add a missed nodule")
 def create_feedback(job_id: str, body: FeedbackCreate, request: Request, response: Response,
                     session: SessionDep, tenant: TenantDep, store: StoreDep) -> FeedbackPublic:

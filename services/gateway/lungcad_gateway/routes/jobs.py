@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from types import SimpleNamespace
 from typing import Annotated, Any
 
@@ -20,6 +20,7 @@ from lungcad.schemas import ArtifactsPublic, JobPublic, JobsPublic, Problem
 from lungcad.storage import ObjectNotFound
 from lungcad_gateway.auth import hash_key, is_key_shaped
 from lungcad_gateway.deps import (
+    QueryDate,
     RuntimeDep,
     SearchText,
     SessionDep,
@@ -40,6 +41,8 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
+# The operations on a job's stored data also answer 410 job_deleted.
+DATA_PROBLEMS = {**PROBLEMS, 410: PROBLEMS[409]}
 RESULT_ARTIFACT = "findings.json"
 # Polls wait on the event loop, not as extra threads: more than a few threads only contend for
 # the GIL. Measured at 300 polls/s on Postgres (past this VM's capacity): p99 0.25-0.5 s with
@@ -50,7 +53,7 @@ UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
+            "type": "object", "required": ["files"], "additionalProperties": False,
             "properties": {
                 "files": {"type": "array", "minItems": 1,
                           "items": {"type": "string", "format": "binary"},
@@ -109,8 +112,8 @@ async def create_job(request: Request, response: Response, runtime: RuntimeDep,
 @router.get("", response_model=JobsPublic, responses=PROBLEMS, summary="List jobs")
 def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
               state: Annotated[list[JobState] | None, Query()] = None,
-              created_from: Annotated[date | None, Query(description="On or after (UTC)")] = None,
-              created_to: Annotated[date | None, Query(description="On or before (UTC)")] = None,
+              created_from: Annotated[QueryDate, Query(description="On or after (UTC)")] = None,
+              created_to: Annotated[QueryDate, Query(description="On or before (UTC)")] = None,
               q: SearchText = None,
               limit: Annotated[int | None, Query(ge=1)] = None,
               offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> JobsPublic:
@@ -226,7 +229,7 @@ def _require_result(job: Job) -> None:
                        code="job_not_succeeded", state=job.state)
 
 
-@router.get("/{job_id}/result", responses={**PROBLEMS, 410: PROBLEMS[409]},
+@router.get("/{job_id}/result", responses=DATA_PROBLEMS,
             summary="The findings document")
 def get_result(job_id: str, session: SessionDep, tenant: TenantDep,
                store: StoreDep) -> JSONResponse:
@@ -241,7 +244,7 @@ def get_result(job_id: str, session: SessionDep, tenant: TenantDep,
     return JSONResponse(json.loads(store.get_bytes(artifact.object_key)))
 
 
-@router.get("/{job_id}/artifacts", response_model=ArtifactsPublic, responses=PROBLEMS,
+@router.get("/{job_id}/artifacts", response_model=ArtifactsPublic, responses=DATA_PROBLEMS,
             summary="List result files")
 def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> ArtifactsPublic:
     job = _load_job(session, tenant.id, job_id)
@@ -253,7 +256,7 @@ def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> Artif
     return ArtifactsPublic(data=[artifact_public(job.id, a) for a in rows])
 
 
-@router.get("/{job_id}/artifacts/{name:path}", responses=PROBLEMS,
+@router.get("/{job_id}/artifacts/{name:path}", responses=DATA_PROBLEMS,
             response_class=StreamingResponse, summary="Download one result file")
 def get_artifact(job_id: str, name: str, session: SessionDep, tenant: TenantDep,
                  store: StoreDep) -> StreamingResponse:

@@ -37,7 +37,8 @@ TOKEN_VERSION = "v1"
 
 router = APIRouter(prefix="/v1/session", tags=["session"])
 PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}} for code in (401, 422)}
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (400, 401, 422)}  # 400: a body that is not JSON
 
 
 class SessionCreate(BaseModel):

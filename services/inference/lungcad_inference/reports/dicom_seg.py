@@ -40,3 +40,28 @@ def nodule_segmentation(source_images: list[pydicom.Dataset], masks: np.ndarray,
         device_serial_number="0", content_label="NODULES",
         content_description="LungCAD nodules. Research use, not for clinical diagnosis.",
         omit_empty_frames=True)
+
+
+def segment_references(seg: pydicom.Dataset) -> dict[int, hd.sr.ReferencedSegment]:
+    """Segment number -> an SR reference to it, for the segments that hold at least one frame
+    of ``seg`` (a segment whose outline is empty on every source slice has none: empty frames
+    are omitted), read from the dataset itself. Each reference names the source images of its
+    segment's frames, or the source series where the frames name none."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    sources: dict[int, dict[str, pydicom.Dataset]] = {}
+    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        # highdicom moves the identification to the shared groups when all frames share it
+        ident = (frame.get("SegmentIdentificationSequence")
+                 or shared.get("SegmentIdentificationSequence"))
+        found = sources.setdefault(int(ident[0].ReferencedSegmentNumber), {})
+        for derivation in frame.get("DerivationImageSequence", []):
+            for image in derivation.get("SourceImageSequence", []):
+                found[image.ReferencedSOPInstanceUID] = image
+    series = hd.sr.SourceSeriesForSegmentation(
+        seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    return {number: hd.sr.ReferencedSegment(
+        seg.SOPClassUID, seg.SOPInstanceUID, number,
+        source_images=[hd.sr.SourceImageForSegmentation(image.ReferencedSOPClassUID, uid)
+                       for uid, image in images.items()] or None,
+        source_series=None if images else series)
+        for number, images in sources.items()}

@@ -1,7 +1,9 @@
 """DICOM Structured Report: a TID 1500 measurement report written with highdicom. Each finding
 is a planar ROI (a circle on its key slice of the source series) with long axis, short axis,
-volume, mean HU and the model's probabilities. A study without findings gets one image-level
-group stating that no nodule was found."""
+volume, mean HU and the model's probabilities. A finding that has a segment in the SEG also gets
+a volumetric group (same tracking identifier) that references that segment (Referenced Segment)
+and holds its volume and mean HU, so a viewer can link the report to the outline. A study
+without findings gets one image-level group stating that no nodule was found."""
 
 from __future__ import annotations
 
@@ -29,9 +31,36 @@ class SrFinding:
     source_image: pydicom.Dataset  # header of the key slice
     row: float
     column: float
+    segment: hd.sr.ReferencedSegment | None = None  # its segment in the SEG, if it has one
 
 
-def _group(item: SrFinding, algorithm: hd.sr.AlgorithmIdentification
+def _volume_measurements(f: Finding) -> list[hd.sr.Measurement]:
+    return [hd.sr.Measurement(name=codes.SCT.Volume, value=round(f.volume_mm3, 1),
+                              unit=codes.UCUM.CubicMillimeter),
+            hd.sr.Measurement(name=MEAN_HU, value=round(f.mean_hu, 1),
+                              unit=codes.UCUM.HounsfieldUnit)]
+
+
+def _segment_group(item: SrFinding, segment: hd.sr.ReferencedSegment,
+                   tracking: hd.sr.TrackingIdentifier, algorithm: hd.sr.AlgorithmIdentification
+                   ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking, referenced_segment=segment, finding_type=codes.SCT.Nodule,
+        finding_sites=[hd.sr.FindingSite(codes.SCT.Lung)],
+        measurements=_volume_measurements(item.finding), algorithm_id=algorithm)
+
+
+def _groups(item: SrFinding, algorithm: hd.sr.AlgorithmIdentification) -> list:
+    """The finding's planar group, then its volumetric group when it has a segment."""
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=item.finding.id)
+    groups: list = [_group(item, tracking, algorithm)]
+    if item.segment is not None:
+        groups.append(_segment_group(item, item.segment, tracking, algorithm))
+    return groups
+
+
+def _group(item: SrFinding, tracking: hd.sr.TrackingIdentifier,
+           algorithm: hd.sr.AlgorithmIdentification
            ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     f = item.finding
     spacing = float(item.source_image.PixelSpacing[1])
@@ -46,10 +75,7 @@ def _group(item: SrFinding, algorithm: hd.sr.AlgorithmIdentification
                           unit=codes.UCUM.Millimeter),
         hd.sr.Measurement(name=SHORT_AXIS, value=round(f.short_axis_mm, 1),
                           unit=codes.UCUM.Millimeter),
-        hd.sr.Measurement(name=codes.SCT.Volume, value=round(f.volume_mm3, 1),
-                          unit=codes.UCUM.CubicMillimeter),
-        hd.sr.Measurement(name=MEAN_HU, value=round(f.mean_hu, 1),
-                          unit=codes.UCUM.HounsfieldUnit),
+        *_volume_measurements(f),
         hd.sr.Measurement(name=NODULE_PROBABILITY, value=round(f.nodule_probability, 4),
                           unit=PROBABILITY_UNIT, algorithm_id=algorithm),
         hd.sr.Measurement(name=MALIGNANCY_PROBABILITY, value=round(f.malignancy_probability, 4),
@@ -58,8 +84,7 @@ def _group(item: SrFinding, algorithm: hd.sr.AlgorithmIdentification
                           unit=PROBABILITY_UNIT),
     ]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f.id),
-        referenced_region=region, finding_type=codes.SCT.Nodule,
+        tracking_identifier=tracking, referenced_region=region, finding_type=codes.SCT.Nodule,
         finding_sites=[hd.sr.FindingSite(codes.SCT.Lung)], measurements=measurements,
         algorithm_id=algorithm)
 
@@ -72,7 +97,7 @@ def measurement_report(items: list[SrFinding], evidence: list[pydicom.Dataset],
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=hd.UID(), name="LungCAD", manufacturer_name="LungCAD", model_name=model_name))
-    groups: list = [_group(item, algorithm) for item in items]
+    groups: list = [group for item in items for group in _groups(item, algorithm)]
     if not groups:  # no nodule found: say so, about the whole series
         groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="case"),
