@@ -1,5 +1,10 @@
-"""Accepting an upload: stream it to a spool folder, check it, store it, then create the job,
-its inputs and its dispatch outbox row in one transaction.
+"""Accepting a study: check its files, store them, then create the job, its inputs and its
+dispatch outbox row in one transaction.
+
+Every way in takes this path: an HTTP upload (``accept_upload``: streamed to a spool folder
+first), a STOW-RS request and a study received by the DICOM listener (``ingest_files``). One
+inspection (``inspect_upload``) validates the files; one function (``admit``) stores them and
+creates the job, with the API's idempotency rule: a repeated key answers the job it made.
 
 Nothing is left behind by a refused upload: no job row, no stored object, no spool file.
 """
@@ -30,7 +35,7 @@ from lungcad.ingest.inspect import EXTENSIONS, UploadPart, UploadSummary, inspec
 from lungcad.jobs import enqueue_stage
 from lungcad.settings import Settings
 from lungcad.storage import StoredObject
-from lungcad_gateway.multipart import ParsedForm, read_form
+from lungcad_gateway.multipart import ParsedForm, SpooledFile, read_form
 from lungcad_gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -105,11 +110,12 @@ def find_idempotent(runtime: Runtime, tenant: Tenant, key: str | None) -> Job | 
                                                  Job.idempotency_key == key)).first()
 
 
-def _store_parts(runtime: Runtime, job_id: str, form: ParsedForm,
+def _store_parts(runtime: Runtime, job_id: str, files: list[SpooledFile],
                  kinds: list[str]) -> list[tuple[StoredObject, str, str | None]]:
+    """Store each (fsynced, hashed) file; a local store moves it rather than copying."""
     stored: list[tuple[StoredObject, str, str | None]] = []
     try:
-        for ordinal, (part, kind) in enumerate(zip(form.files, kinds, strict=True)):
+        for ordinal, (part, kind) in enumerate(zip(files, kinds, strict=True)):
             ext = EXTENSIONS.get(kind, ".bin" if kind != "dicom_maybe" else ".dcm")
             key = f"jobs/{job_id}/input/{ordinal:05d}{ext}"
             obj = runtime.store.put_file(key, part.path, sha256=part.sha256)
@@ -173,6 +179,45 @@ async def _inspect_while_settling(form: ParsedForm, settings: Settings) -> Uploa
     return inspected  # type: ignore[return-value]
 
 
+def admit(runtime: Runtime, tenant: Tenant, files: list[SpooledFile], summary: UploadSummary,
+          options: JobOptions, idempotency_key: str | None,
+          timer: PhaseTimer | None = None) -> tuple[Job, bool]:
+    """Store inspected files and create their job. Returns (job, created): ``created`` is False
+    when a concurrent request with the same idempotency key won (its job is answered)."""
+    timer = timer or PhaseTimer()
+    job_id = new_id()
+    stored = _store_parts(runtime, job_id, files, summary.kinds)
+    timer.mark("store")
+    try:
+        job = _create_job(runtime, tenant, job_id, options, summary, stored, idempotency_key)
+        timer.mark("commit")
+    except IntegrityError:
+        _delete_quietly(runtime, [s[0].key for s in stored])
+        existing = find_idempotent(runtime, tenant, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    except BaseException:
+        _delete_quietly(runtime, [s[0].key for s in stored])
+        raise
+    runtime.wake_relay.set()
+    log.info("job accepted", extra={"job_id": job.id, "tenant_id": tenant.id,
+                                    "bytes": job.input_bytes, "format": job.input_format})
+    return job, True
+
+
+def ingest_files(runtime: Runtime, tenant: Tenant, files: list[SpooledFile],
+                 options: JobOptions, idempotency_key: str | None) -> tuple[Job, bool]:
+    """A study already on disk (fsynced, each file's SHA-256 known) to a job: the same
+    inspection, storage and transaction as an upload. Returns (job, created)."""
+    existing = find_idempotent(runtime, tenant, idempotency_key)
+    if existing is not None:
+        return existing, False
+    parts = [UploadPart(f.path, f.original_name, f.size) for f in files]
+    summary = inspect_upload(parts, runtime.settings)
+    return admit(runtime, tenant, files, summary, options, idempotency_key)
+
+
 async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
                         idempotency_key: str | None, timer: PhaseTimer) -> tuple[Job, bool]:
     """Returns (job, created). ``created`` is False for an idempotent replay. ``timer`` gets
@@ -187,7 +232,6 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
         spool_root = settings.objects_dir / ".spool"  # same file system: stored by rename
     spool_root.mkdir(parents=True, exist_ok=True)
     spool = Path(tempfile.mkdtemp(prefix="upload-", dir=spool_root))
-    stored: list[tuple[StoredObject, str, str | None]] = []
     form: ParsedForm | None = None
     try:
         form = await read_form(request.stream(), request.headers.get("content-type", ""), spool,
@@ -197,27 +241,9 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
         options = parse_options(form.fields)
         summary = await _inspect_while_settling(form, settings)
         timer.mark("inspect")
-        job_id = new_id()
-        stored = await run_in_threadpool(_store_parts, runtime, job_id, form, summary.kinds)
-        timer.mark("store")
-        try:
-            job = await run_in_threadpool(_create_job, runtime, tenant, job_id, options, summary,
-                                          stored, idempotency_key)
-            timer.mark("commit")
-        except IntegrityError:
-            _delete_quietly(runtime, [s[0].key for s in stored])
-            existing = find_idempotent(runtime, tenant, idempotency_key)
-            if existing is None:
-                raise
-            return existing, False
-        except BaseException:
-            await run_in_threadpool(_delete_quietly, runtime, [s[0].key for s in stored])
-            raise
+        return await run_in_threadpool(admit, runtime, tenant, form.files, summary, options,
+                                       idempotency_key, timer)
     finally:
         if form is not None:
             form.close()
         shutil.rmtree(spool, ignore_errors=True)
-    runtime.wake_relay.set()
-    log.info("job accepted", extra={"job_id": job.id, "tenant_id": tenant.id,
-                                    "bytes": job.input_bytes, "format": job.input_format})
-    return job, True
