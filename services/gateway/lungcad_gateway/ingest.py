@@ -218,10 +218,19 @@ def ingest_files(runtime: Runtime, tenant: Tenant, files: list[SpooledFile],
     return admit(runtime, tenant, files, summary, options, idempotency_key)
 
 
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    created: bool  # False for an idempotent replay
+    summary: UploadSummary
+
+
 async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
-                        idempotency_key: str | None, timer: PhaseTimer) -> tuple[Job, bool]:
-    """Returns (job, created). ``created`` is False for an idempotent replay. ``timer`` gets
-    the wall time of each phase."""
+                        idempotency_key: str | None, timer: PhaseTimer,
+                        part_type: bytes | None = None) -> Accepted:
+    """Receive, inspect, store and admit one upload. ``timer`` gets the wall time of each
+    phase. ``part_type``: a multipart/related body (STOW-RS) of parts of
+    this media type, instead of a form; only DICOM instances are then accepted."""
     settings = runtime.settings
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
@@ -236,13 +245,17 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
     try:
         form = await read_form(request.stream(), request.headers.get("content-type", ""), spool,
                                settings.max_upload_bytes, settings.max_files,
-                               settings.max_form_fields)
+                               settings.max_form_fields, part_type=part_type)
         timer.mark("receive")
         options = parse_options(form.fields)
         summary = await _inspect_while_settling(form, settings)
+        if part_type is not None and summary.format != "dicom":
+            raise InvalidInput(f"A {summary.format} part is not a DICOM instance: STOW-RS takes "
+                               "DICOM instances, one per part.", code="unsupported_format")
         timer.mark("inspect")
-        return await run_in_threadpool(admit, runtime, tenant, form.files, summary, options,
-                                       idempotency_key, timer)
+        job, created = await run_in_threadpool(admit, runtime, tenant, form.files, summary,
+                                               options, idempotency_key, timer)
+        return Accepted(job, created, summary)
     finally:
         if form is not None:
             form.close()

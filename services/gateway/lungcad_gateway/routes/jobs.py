@@ -88,7 +88,8 @@ async def create_job(request: Request, response: Response, runtime: RuntimeDep,
     existing = await run_in_threadpool(find_idempotent, runtime, tenant, idempotency_key)
     timer = PhaseTimer()
     if existing is None:
-        job, created = await accept_upload(request, runtime, tenant, idempotency_key, timer)
+        accepted = await accept_upload(request, runtime, tenant, idempotency_key, timer)
+        job, created = accepted.job, accepted.created
     else:
         job, created = existing, False
     if not created:
