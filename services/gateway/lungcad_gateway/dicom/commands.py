@@ -7,6 +7,7 @@ import argparse
 
 def cmd_dicom_listen(args: argparse.Namespace) -> int:
     import signal
+    import sys
     import threading
 
     from lungcad.settings import get_settings
@@ -20,7 +21,11 @@ def cmd_dicom_listen(args: argparse.Namespace) -> int:
     if args.quiet_period is not None:
         updates["dicom_quiet_period_s"] = args.quiet_period
     settings = settings.model_copy(update=updates)
-    listener = Listener(settings)
+    try:
+        listener = Listener(settings)
+    except ValueError as exc:
+        print(f"lungcad dicom-listen: {exc}", file=sys.stderr)
+        return 2
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
