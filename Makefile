@@ -25,6 +25,12 @@ services:
 browser:
 	bash scripts/ensure-chromium.sh
 
+# dcmtk and Orthanc, the DICOM tests' peers (an extra prerequisite of test).
+.PHONY: dicom-peers
+dicom-peers:
+	bash scripts/ensure-dicom-peers.sh
+test: dicom-peers
+
 test: install services browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 

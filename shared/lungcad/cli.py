@@ -214,7 +214,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.host, args.port, once=args.once, verbose=args.verbose)
 
 
-PLUGIN_MODULES = ("lungcad_inference.analyze_command", "lungcad_inference.commands")
+PLUGIN_MODULES = ("lungcad_inference.analyze_command", "lungcad_inference.commands",
+                  "lungcad_gateway.dicom.commands")
 
 
 def _register_plugins(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -7,14 +7,17 @@ file-system broker, so the product runs with no servers installed.
 
 from __future__ import annotations
 
+import json
+import re
 from enum import StrEnum
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "minioadmin",
                                  "dev-secret-not-for-production"})
@@ -144,6 +147,20 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=60, ge=1)
 
+    # DICOM listener (``lungcad dicom-listen``). ``dicom_ae_tenants``: the calling AE titles
+    # allowed to send, each to its tenant: ``PACS1=radiology,CT2=research`` (or JSON). A study
+    # becomes a job ``dicom_quiet_period_s`` after its last instance arrived.
+    dicom_ae_title: str = Field(default="LUNGCAD", min_length=1, max_length=16)
+    dicom_port: int = Field(default=11112, ge=1, le=65535)
+    dicom_ae_tenants: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    dicom_quiet_period_s: float = Field(default=30.0, ge=0)
+    dicom_spool_dir: Path | None = None  # default: data_dir/dicom-spool
+
+    @field_validator("dicom_ae_tenants", mode="before")
+    @classmethod
+    def _parse_ae_tenants(cls, value: Any) -> Any:
+        return parse_ae_tenants(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
         if not self.database_url:
@@ -167,6 +184,10 @@ class Settings(BaseSettings):
     @property
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
+
+    @property
+    def dicom_spool(self) -> Path:
+        return self.dicom_spool_dir or (self.data_dir / "dicom-spool")
 
     def check_safe(self, bind_host: str | None = None) -> None:
         """Refuse placeholder secrets outside development mode, and development mode (whose
@@ -201,6 +222,37 @@ class Settings(BaseSettings):
                 "Refusing to start outside development mode: " + "; ".join(problems)
                 + ". Set real secrets, or LUNGCAD_ENV=development for a local trial."
             )
+
+
+_AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e](?:[\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def parse_ae_tenants(text: str) -> dict[str, str]:
+    """``PACS1=radiology,CT2=research`` (or a JSON object) to {AE title: tenant name}. An AE
+    title is 1-16 printable ASCII characters without a backslash; a tenant name is a plain
+    word (it names a spool folder)."""
+    text = text.strip()
+    if text.startswith("{"):
+        pairs = list(json.loads(text).items())
+    else:
+        pairs = []
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            ae, sep, tenant = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not AE_TITLE=tenant")
+            pairs.append((ae, tenant))
+    mapping: dict[str, str] = {}
+    for ae, tenant in pairs:
+        ae, tenant = str(ae).strip(), str(tenant).strip()
+        if not _AE_TITLE.match(ae):
+            raise ValueError(f"{ae!r} is not a DICOM AE title (1-16 printable characters)")
+        if not _TENANT.match(tenant):
+            raise ValueError(f"{tenant!r} is not a tenant name (letters, digits, . _ -)")
+        if ae in mapping:
+            raise ValueError(f"the AE title {ae!r} is listed twice")
+        mapping[ae] = tenant
+    return mapping
 
 
 def is_loopback(host: str) -> bool:

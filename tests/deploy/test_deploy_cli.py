@@ -18,6 +18,7 @@ CONTRACT: dict[tuple[str, ...], set[str]] = {
     ("migrate",): set(),
     ("serve",): {"--host", "--port", "--no-workers", "--no-relay"},
     ("relay",): set(),
+    ("dicom-listen",): {"--host", "--port"},
     ("worker",): {"--queues", "--concurrency"},
     ("admin", "create-key"): {"--tenant"},
 }

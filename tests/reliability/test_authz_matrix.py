@@ -16,12 +16,14 @@ from lungcad.db.session import make_engine, make_sessionmaker, session_scope
 from lungcad_gateway.auth import revoke_key
 from tests.conftest import Gateway, start_gateway
 from tests.factories import ct_series
+from tests.gateway.test_dicomweb import related
 from tests.reliability.conftest import prod_settings, report
 
 # (method, path template, what it needs). Every /v1 operation of the OpenAPI document except
 # /v1/session (not tenant data: checked in test_session_sign_in_matrix).
 OPERATIONS = [
     ("POST", "/v1/jobs", "upload"),
+    ("POST", "/v1/dicomweb/studies", "upload"),
     ("GET", "/v1/jobs", "list"),
     ("GET", "/v1/worklist", "list"),
     ("GET", "/v1/jobs/{job_id}", "job"),
@@ -51,6 +53,9 @@ def _ids(body: dict) -> set[str]:
 def _call(client: httpx.Client, method: str, path: str, tmp_path: Path) -> httpx.Response:
     if method == "POST" and path == "/v1/jobs":
         return client.post(path, files=_study(tmp_path))
+    if method == "POST" and path == "/v1/dicomweb/studies":
+        body, kind = related([("application/dicom", data) for _, (_, data) in _study(tmp_path)])
+        return client.post(path, content=body, headers={"Content-Type": kind})
     if method == "POST":
         return client.post(path, json={"action": "accept", "finding_id": "N1"})
     return client.request(method, path)

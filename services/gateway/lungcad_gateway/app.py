@@ -16,7 +16,7 @@ from lungcad_gateway import openapi, problems, static
 from lungcad_gateway.audit import AuditMiddleware, AuditWriter
 from lungcad_gateway.metrics import Metrics, MetricsMiddleware
 from lungcad_gateway.relay import Relay
-from lungcad_gateway.routes import feedback, health, jobs, session, viewer
+from lungcad_gateway.routes import dicomweb, feedback, health, jobs, session, viewer
 from lungcad_gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     app.state.metrics = Metrics(runtime)
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(dicomweb.router)
     app.include_router(health.router)
     app.include_router(session.router)
     app.include_router(viewer.router)

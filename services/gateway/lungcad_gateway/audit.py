@@ -1,11 +1,12 @@
 """The audit trail of patient data: one ``AuditEvent`` per API request that touches a job.
 
-``AuditMiddleware`` records every request under ``/v1/jobs`` and ``/v1/worklist`` just before
-its response starts: who (the API key's prefix or the dashboard reader), what (action and
-resource), when, the outcome (HTTP status, refusals included) and the client address. Actions:
-``read`` (GET), ``export`` (downloading a result or artifact file), ``write`` (POST/PUT/PATCH),
-``delete`` (DELETE). A route that records its own, richer event in its transaction (viewer
-arrays, feedback) sets ``request.state.audited`` and is not recorded twice.
+``AuditMiddleware`` records every request under ``/v1/jobs``, ``/v1/worklist`` and
+``/v1/dicomweb`` just before its response starts: who (the API key's prefix or the dashboard
+reader), what (action and resource), when, the outcome (HTTP status, refusals included) and
+the client address. Actions: ``read`` (GET), ``export`` (downloading a result or artifact
+file), ``write`` (POST/PUT/PATCH), ``delete`` (DELETE). A route that records its own, richer
+event in its transaction (viewer arrays, feedback) sets ``request.state.audited`` and is not
+recorded twice.
 
 Rows are never changed: on Postgres, migration 0003 adds a trigger that refuses UPDATE, DELETE
 and TRUNCATE on ``audit_events`` for every role, the application's included.
@@ -90,7 +91,7 @@ class AuditWriter:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.flush()
-AUDITED = re.compile(r"^/v1/(jobs|worklist)(/|$)")
+AUDITED = re.compile(r"^/v1/(jobs|worklist|dicomweb)(/|$)")
 EXPORT = re.compile(r"^/v1/jobs/[^/]+/(result|artifacts/.+|viewer/(volume|mask))$")
 _ACTIONS = {"DELETE": "delete", "POST": "write", "PUT": "write", "PATCH": "write"}
 

@@ -1,5 +1,10 @@
-"""Accepting an upload: stream it to a spool folder, check it, store it, then create the job,
-its inputs and its dispatch outbox row in one transaction.
+"""Accepting a study: check its files, store them, then create the job, its inputs and its
+dispatch outbox row in one transaction.
+
+Every way in takes this path: an HTTP upload (``accept_upload``: streamed to a spool folder
+first), a STOW-RS request and a study received by the DICOM listener (``ingest_files``). One
+inspection (``inspect_upload``) validates the files; one function (``admit``) stores them and
+creates the job, with the API's idempotency rule: a repeated key answers the job it made.
 
 Nothing is left behind by a refused upload: no job row, no stored object, no spool file.
 """
@@ -30,7 +35,7 @@ from lungcad.jobs import enqueue_stage
 from lungcad.settings import Settings
 from lungcad.storage import StoredObject
 from lungcad_gateway.idempotency import find_job, replay, request_sha256
-from lungcad_gateway.multipart import ParsedForm, read_form
+from lungcad_gateway.multipart import ParsedForm, SpooledFile, read_form
 from lungcad_gateway.runtime import Runtime
 from lungcad_gateway.webhook_target import checked_address
 
@@ -116,11 +121,12 @@ def server_timing(phases: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={ms:.1f}" for name, ms in phases.items())
 
 
-def _store_parts(runtime: Runtime, job_id: str, form: ParsedForm,
+def _store_parts(runtime: Runtime, job_id: str, files: list[SpooledFile],
                  kinds: list[str]) -> list[tuple[StoredObject, str, str | None]]:
+    """Store each (fsynced, hashed) file; a local store moves it rather than copying."""
     stored: list[tuple[StoredObject, str, str | None]] = []
     try:
-        for ordinal, (part, kind) in enumerate(zip(form.files, kinds, strict=True)):
+        for ordinal, (part, kind) in enumerate(zip(files, kinds, strict=True)):
             ext = EXTENSIONS.get(kind, ".bin" if kind != "dicom_maybe" else ".dcm")
             key = f"jobs/{job_id}/input/{ordinal:05d}{ext}"
             obj = runtime.store.put_file(key, part.path, sha256=part.sha256)
@@ -185,11 +191,61 @@ async def _inspect_while_settling(form: ParsedForm, settings: Settings) -> Uploa
     return inspected  # type: ignore[return-value]
 
 
+def admit(runtime: Runtime, tenant: Tenant, files: list[SpooledFile], summary: UploadSummary,
+          options: JobOptions, idempotency_key: str | None, fingerprint: str,
+          timer: PhaseTimer | None = None) -> tuple[Job, bool]:
+    """Store inspected files and create their job. Returns (job, created): ``created`` is False
+    when a concurrent request with the same idempotency key won (its job is answered)."""
+    timer = timer or PhaseTimer()
+    job_id = new_id()
+    stored = _store_parts(runtime, job_id, files, summary.kinds)
+    timer.mark("store")
+    try:
+        job = _create_job(runtime, tenant, job_id, options, summary, stored, idempotency_key,
+                          fingerprint)
+        timer.mark("commit")
+    except IntegrityError:
+        _delete_quietly(runtime, [s[0].key for s in stored])
+        existing = find_job(runtime, tenant, idempotency_key)
+        if existing is None:
+            raise
+        return replay(existing, fingerprint), False
+    except BaseException:
+        _delete_quietly(runtime, [s[0].key for s in stored])
+        raise
+    runtime.wake_relay.set()
+    log.info("job accepted", extra={"job_id": job.id, "tenant_id": tenant.id,
+                                    "bytes": job.input_bytes, "format": job.input_format})
+    return job, True
+
+
+def ingest_files(runtime: Runtime, tenant: Tenant, files: list[SpooledFile],
+                 options: JobOptions, idempotency_key: str | None) -> tuple[Job, bool]:
+    """A study already on disk (fsynced, each file's SHA-256 known) to a job: the same
+    inspection, storage and transaction as an upload. Returns (job, created)."""
+    fingerprint = request_sha256(options, files)
+    existing = find_job(runtime, tenant, idempotency_key)
+    if existing is not None:
+        return replay(existing, fingerprint), False
+    parts = [UploadPart(f.path, f.original_name, f.size) for f in files]
+    summary = inspect_upload(parts, runtime.settings)
+    return admit(runtime, tenant, files, summary, options, idempotency_key, fingerprint)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    created: bool  # False for an idempotent replay
+    summary: UploadSummary | None  # None for a replay (the body was not inspected)
+
+
 async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
-                        idempotency_key: str | None, timer: PhaseTimer) -> tuple[Job, bool]:
-    """Returns (job, created). ``created`` is False for an idempotent replay (the body is read
-    all the same: its hash must match the first request's). ``timer`` gets the wall time of
-    each phase."""
+                        idempotency_key: str | None, timer: PhaseTimer,
+                        part_type: bytes | None = None) -> Accepted:
+    """Receive, inspect, store and admit one upload. ``created`` is False for an idempotent
+    replay (the body is read all the same: its hash must match the first request's). ``timer``
+    gets the wall time of each phase. ``part_type``: a multipart/related body (STOW-RS) of
+    parts of this media type, instead of a form; only DICOM instances are then accepted."""
     settings = runtime.settings
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
@@ -200,43 +256,29 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
         spool_root = settings.objects_dir / ".spool"  # same file system: stored by rename
     spool_root.mkdir(parents=True, exist_ok=True)
     spool = Path(tempfile.mkdtemp(prefix="upload-", dir=spool_root))
-    stored: list[tuple[StoredObject, str, str | None]] = []
     form: ParsedForm | None = None
     try:
         form = await read_form(request.stream(), request.headers.get("content-type", ""), spool,
                                settings.max_upload_bytes, settings.max_files,
-                               settings.max_form_fields)
+                               settings.max_form_fields, part_type=part_type)
         timer.mark("receive")
         options = parse_options(form.fields)
         existing = await run_in_threadpool(find_job, runtime, tenant, idempotency_key)
         if existing is not None:
             await form.settle()
-            return replay(existing, request_sha256(options, form.files)), False
+            return Accepted(replay(existing, request_sha256(options, form.files)), False,
+                            None)
         await run_in_threadpool(check_callback, options.callback_url, settings)
         summary = await _inspect_while_settling(form, settings)
+        if part_type is not None and summary.format != "dicom":
+            raise InvalidInput(f"A {summary.format} part is not a DICOM instance: STOW-RS takes "
+                               "DICOM instances, one per part.", code="unsupported_format")
         fingerprint = request_sha256(options, form.files)
         timer.mark("inspect")
-        job_id = new_id()
-        stored = await run_in_threadpool(_store_parts, runtime, job_id, form, summary.kinds)
-        timer.mark("store")
-        try:
-            job = await run_in_threadpool(_create_job, runtime, tenant, job_id, options, summary,
-                                          stored, idempotency_key, fingerprint)
-            timer.mark("commit")
-        except IntegrityError:
-            _delete_quietly(runtime, [s[0].key for s in stored])
-            existing = find_job(runtime, tenant, idempotency_key)
-            if existing is None:
-                raise
-            return replay(existing, fingerprint), False
-        except BaseException:
-            await run_in_threadpool(_delete_quietly, runtime, [s[0].key for s in stored])
-            raise
+        job, created = await run_in_threadpool(admit, runtime, tenant, form.files, summary,
+                                               options, idempotency_key, fingerprint, timer)
+        return Accepted(job, created, summary)
     finally:
         if form is not None:
             form.close()
         shutil.rmtree(spool, ignore_errors=True)
-    runtime.wake_relay.set()
-    log.info("job accepted", extra={"job_id": job.id, "tenant_id": tenant.id,
-                                    "bytes": job.input_bytes, "format": job.input_format})
-    return job, True

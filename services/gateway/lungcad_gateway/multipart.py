@@ -1,6 +1,7 @@
-"""Streaming multipart/form-data reader: file parts go straight to files on disk, hashed on the
-way, so a study is never held in memory. Limits (body size, part count) are enforced while
-reading, and the request is refused as soon as one is crossed."""
+"""Streaming multipart reader (multipart/form-data, or multipart/related for STOW-RS): file
+parts go straight to files on disk, hashed on the way, so a study is never held in memory.
+Limits (body size, part count) are enforced while reading, and the request is refused as soon
+as one is crossed."""
 
 from __future__ import annotations
 
@@ -149,9 +150,11 @@ class ParsedForm:
 
 
 class _Collector:
-    def __init__(self, spool_dir: Path, file_field: str, max_files: int, max_fields: int) -> None:
+    def __init__(self, spool_dir: Path, file_field: str, max_files: int, max_fields: int,
+                 part_type: bytes | None = None) -> None:
         self.spool_dir = spool_dir
         self.file_field = file_field
+        self.part_type = part_type  # multipart/related: every part a file of this type
         self.max_files = max_files
         self.max_fields = max_fields
         self.form = ParsedForm()
@@ -189,10 +192,21 @@ class _Collector:
         self._headers[self._header_field.lower()] = self._header_value
         self._header_field = self._header_value = b""
 
+    def _related_part(self) -> None:
+        kind, _ = parse_options_header(self._headers.get(b"content-type", b""))
+        if kind != self.part_type:
+            raise InvalidInput(f"Part {len(self.form.files) + 1} is "
+                               f"{kind.decode('latin-1')[:100] or 'untyped'}; every part must be "
+                               f"{self.part_type.decode()}.",  # type: ignore[union-attr]
+                               code="unsupported_media_type", status=415)
+        self._name = self.file_field
+
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         filename = options.get(b"filename")
+        if self.part_type is not None:
+            self._related_part()
         if filename is not None or self._name == self.file_field:
             if self._name != self.file_field:
                 raise InvalidInput(f"Unexpected file field {self._name!r}; send files as "
@@ -261,8 +275,15 @@ class _Collector:
         self._hasher.shutdown(wait=True)
 
 
-def boundary_of(content_type: str) -> bytes:
+def boundary_of(content_type: str, part_type: bytes | None = None) -> bytes:
     kind, options = parse_options_header(content_type)
+    if part_type is not None:
+        if (kind != b"multipart/related" or options.get(b"type", b"").lower() != part_type
+                or not options.get(b"boundary")):
+            raise InvalidInput(f"Send the instances as multipart/related; "
+                               f"type=\"{part_type.decode()}\" with a boundary.",
+                               code="unsupported_media_type", status=415)
+        return options[b"boundary"]
     if kind != b"multipart/form-data" or not options.get(b"boundary"):
         raise InvalidInput("Send the study as multipart/form-data with repeated 'files' fields.",
                            code="unsupported_media_type", status=415)
@@ -271,11 +292,12 @@ def boundary_of(content_type: str) -> bytes:
 
 async def read_form(stream: AsyncIterator[bytes], content_type: str, spool_dir: Path,
                     max_body: int, max_files: int, max_fields: int,
-                    file_field: str = "files") -> ParsedForm:
+                    file_field: str = "files", part_type: bytes | None = None) -> ParsedForm:
     """Parse a multipart body from ``stream`` into ``spool_dir``; raise on any limit. Returns
-    once every file byte is written; the fsyncs may still run (see :meth:`ParsedForm.settle`)."""
-    collector = _Collector(spool_dir, file_field, max_files, max_fields)
-    parser = MultipartParser(boundary_of(content_type), collector.callbacks())  # type: ignore[arg-type]
+    once every file byte is written; the fsyncs may still run (see :meth:`ParsedForm.settle`).
+    ``part_type``: a multipart/related body whose every part has this media type."""
+    collector = _Collector(spool_dir, file_field, max_files, max_fields, part_type)
+    parser = MultipartParser(boundary_of(content_type, part_type), collector.callbacks())  # type: ignore[arg-type]
     received = 0
     try:
         async for chunk in stream:

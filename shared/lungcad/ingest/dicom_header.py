@@ -42,6 +42,7 @@ class DicomSummary:
     is_image: bool
     patient_age: int | None = None
     patient_sex: str | None = None
+    sop_instance_uid: str | None = None
 
     @property
     def is_ct_image(self) -> bool:
@@ -269,6 +270,7 @@ def _summarize(header: _Header, size: int, name: str, has_preamble: bool) -> Dic
         series_description=_text(values, "SeriesDescription", 200), is_image=is_image,
         patient_age=parse_age(values.get("PatientAge")),
         patient_sex=parse_sex(values.get("PatientSex")),
+        sop_instance_uid=_text(values, "SOPInstanceUID", 64),
     )
 
 

@@ -20,17 +20,18 @@ from typing import BinaryIO
 from pydicom.uid import UID
 
 WANTED = {
-    0x00080016: "SOPClassUID", 0x00080020: "StudyDate", 0x00080060: "Modality",
-    0x0008103E: "SeriesDescription", 0x00100020: "PatientID", 0x00100040: "PatientSex",
-    0x00101010: "PatientAge", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
-    0x00280002: "SamplesPerPixel", 0x00280004: "PhotometricInterpretation",
-    0x00280008: "NumberOfFrames", 0x00280010: "Rows",
+    0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x00080020: "StudyDate",
+    0x00080060: "Modality", 0x0008103E: "SeriesDescription", 0x00100020: "PatientID",
+    0x00100040: "PatientSex", 0x00101010: "PatientAge", 0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID", 0x00280002: "SamplesPerPixel",
+    0x00280004: "PhotometricInterpretation", 0x00280008: "NumberOfFrames", 0x00280010: "Rows",
     0x00280011: "Columns", 0x00280100: "BitsAllocated",
 }
 EXPECTED_VR = {
-    0x00080016: b"UI", 0x00080020: b"DA", 0x00080060: b"CS", 0x0008103E: b"LO",
-    0x00100020: b"LO", 0x00100040: b"CS", 0x00101010: b"AS", 0x0020000D: b"UI",
-    0x0020000E: b"UI", 0x00280002: b"US", 0x00280004: b"CS", 0x00280008: b"IS", 0x00280010: b"US",
+    0x00080016: b"UI", 0x00080018: b"UI", 0x00080020: b"DA", 0x00080060: b"CS",
+    0x0008103E: b"LO", 0x00100020: b"LO", 0x00100040: b"CS", 0x00101010: b"AS",
+    0x0020000D: b"UI", 0x0020000E: b"UI", 0x00280002: b"US", 0x00280004: b"CS",
+    0x00280008: b"IS", 0x00280010: b"US",
     0x00280011: b"US", 0x00280100: b"US",
 }
 # where pydicom's stop_before_pixels stops

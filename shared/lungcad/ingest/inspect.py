@@ -48,6 +48,8 @@ class UploadSummary:
     patient_age: int | None = None
     patient_sex: str | None = None
     modalities: dict[str, int] = field(default_factory=dict)
+    # (SOP class UID, SOP instance UID) of each DICOM part, in order (not of a zip's entries)
+    instances: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def _lower(name: str | None) -> str:
@@ -169,7 +171,9 @@ def _inspect_dicom_parts(parts: list[UploadPart], settings: Settings) -> UploadS
                                "NIfTI, MetaImage, NRRD or a zip of DICOM files.",
                                code="not_medical_image")
         summaries.append(summary)
-    return _check_dicom_set(summaries, "The upload")
+    result = _check_dicom_set(summaries, "The upload")
+    result.instances = [(s.sop_class_uid, s.sop_instance_uid) for s in summaries]
+    return result
 
 
 def _data_file_name(fields: dict[str, str]) -> str:

@@ -96,7 +96,8 @@ async def create_job(request: Request, response: Response, runtime: RuntimeDep,
     that job was deleted 410 ``job_deleted``."""
     check_key(idempotency_key)
     timer = PhaseTimer()
-    job, created = await accept_upload(request, runtime, tenant, idempotency_key, timer)
+    accepted = await accept_upload(request, runtime, tenant, idempotency_key, timer)
+    job, created = accepted.job, accepted.created
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
         with runtime.sessions() as session:
