@@ -46,6 +46,14 @@ def enqueue_webhook(session: Session, job: Job) -> OutboxMessage | None:
     return message
 
 
+def enqueue_results(session: Session, job: Job) -> OutboxMessage:
+    """Add the outbox row that plans sending a succeeded job's SR and SEG to its tenant's
+    PACS destinations (the relay finds none configured and just marks it published)."""
+    message = OutboxMessage(kind=OutboxKind.DICOM, job_id=job.id, payload={"job_id": job.id})
+    session.add(message)
+    return message
+
+
 @dataclass(frozen=True)
 class Lease:
     job_id: str
@@ -172,6 +180,7 @@ def succeed(session: Session, lease: Lease, timings: dict[str, float] | None = N
     job.progress = 100
     job.stage = "done"
     enqueue_webhook(session, job)
+    enqueue_results(session, job)
     session.commit()
     return True
 

@@ -28,6 +28,18 @@ class JobInputPublic(BaseModel):
     sha256: str
 
 
+class DeliveryPublic(BaseModel):
+    """The results (SR, SEG) of the job sent by C-STORE to one PACS destination."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    destination: str = Field(description="AE_TITLE@host:port")
+    state: str = Field(description="pending | delivered | delivery_failed")
+    attempts: int
+    last_status: str | None = Field(default=None, description="The last attempt's outcome: a "
+                                    "C-STORE status (0x0000 is success) or why it failed.")
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -54,6 +66,7 @@ class JobPublic(BaseModel):
     deleted: bool = False
     timings_s: dict[str, Any] = Field(default_factory=dict)
     inputs: list[JobInputPublic] = Field(default_factory=list)
+    deliveries: list[DeliveryPublic] = Field(default_factory=list)
     links: dict[str, str] = Field(default_factory=dict)
 
 

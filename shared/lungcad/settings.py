@@ -155,11 +155,36 @@ class Settings(BaseSettings):
     dicom_ae_tenants: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     dicom_quiet_period_s: float = Field(default=30.0, ge=0)
     dicom_spool_dir: Path | None = None  # default: data_dir/dicom-spool
+    # Results back to PACS: per tenant, the destinations a succeeded job's SR and SEG are sent
+    # to by C-STORE: ``radiology=PACS1@10.0.0.5:104,research=ORTHANC@orthanc:4242`` (a tenant
+    # may be listed more than once; or JSON {tenant: ["AE@host:port", ...]}). Retried with
+    # exponential backoff like webhooks; after the last attempt: delivery_failed.
+    dicom_destinations: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    dicom_delivery_max_attempts: int = Field(default=8, ge=1)
+    dicom_delivery_backoff_base_s: float = Field(default=2.0, ge=0)
+    dicom_delivery_backoff_max_s: float = Field(default=3600.0, ge=0)
+    dicom_delivery_timeout_s: float = Field(default=30.0, gt=0)
+    dicom_delivery_poll_interval_s: float = Field(default=1.0, gt=0)
 
     @field_validator("dicom_ae_tenants", mode="before")
     @classmethod
     def _parse_ae_tenants(cls, value: Any) -> Any:
         return parse_ae_tenants(value) if isinstance(value, str) else value
+
+    @field_validator("dicom_destinations", mode="before")
+    @classmethod
+    def _parse_destinations(cls, value: Any) -> Any:
+        return parse_destinations(value) if isinstance(value, str) else value
+
+    @field_validator("dicom_destinations", mode="after")
+    @classmethod
+    def _check_destinations(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for tenant, destinations in value.items():
+            for destination in destinations:
+                parse_destination(destination)
+            if not _TENANT.match(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant name")
+        return value
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -252,6 +277,33 @@ def parse_ae_tenants(text: str) -> dict[str, str]:
         if ae in mapping:
             raise ValueError(f"the AE title {ae!r} is listed twice")
         mapping[ae] = tenant
+    return mapping
+
+
+def parse_destination(text: str) -> tuple[str, str, int]:
+    """``AE@host:port`` to (AE title, host, port)."""
+    ae, at, address = text.strip().partition("@")
+    host, colon, port = address.rpartition(":")
+    if not at or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or not _AE_TITLE.match(ae):
+        raise ValueError(f"{text!r} is not a DICOM destination AE_TITLE@host:port")
+    return ae, host.strip("[]"), int(port)
+
+
+def parse_destinations(text: str) -> dict[str, list[str]]:
+    """``radiology=PACS1@10.0.0.5:104,research=ORTHANC@orthanc:4242`` (or JSON) to
+    {tenant: [destination, ...]}."""
+    text = text.strip()
+    if text.startswith("{"):
+        loaded = json.loads(text)
+        return {str(k): [str(d) for d in (v if isinstance(v, list) else [v])]
+                for k, v in loaded.items()}
+    mapping: dict[str, list[str]] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        tenant, sep, destination = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not tenant=AE_TITLE@host:port")
+        mapping.setdefault(tenant.strip(), []).append(destination.strip())
     return mapping
 
 

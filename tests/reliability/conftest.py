@@ -35,6 +35,7 @@ from tests.conftest import (
     free_port,
     make_settings,
     start_gateway,
+    wait_until_http_ok,
 )
 
 FIGURES = ROOT / "test-artifacts" / "reliability" / "figures.jsonl"
@@ -150,17 +151,9 @@ class GatewayProcess(ChildProcess):
         super().__init__(settings, [module, "serve", "--host", "127.0.0.1", "--port",
                                     str(self.port), "--no-workers", "--no-migrate"],
                          "gateway", extra_env)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or not self.alive():
-                self.kill()
-                raise RuntimeError(f"gateway did not start: {self.output()[-2000:]}")
-            time.sleep(0.1)
+        if not wait_until_http_ok(f"{self.url}/healthz", self.alive):
+            self.kill()
+            raise RuntimeError(f"gateway did not start: {self.output()[-2000:]}")
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"},

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lungcad.settings import Settings, UnsafeConfigurationError
+from lungcad.settings import Settings, UnsafeConfigurationError, parse_destination
 
 
 def test_embedded_defaults_live_under_the_data_dir(tmp_path: Path) -> None:
@@ -47,3 +47,33 @@ def test_production_refuses_placeholder_passwords_in_urls(tmp_path: Path, field:
                         **{field: urls[field]})
     with pytest.raises(UnsafeConfigurationError, match=field.upper()):
         settings.check_safe()
+
+
+def test_dicom_ae_tenants_and_destinations_parse_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LUNGCAD_DICOM_AE_TENANTS", "PACS1=radiology, CT2=research")
+    monkeypatch.setenv("LUNGCAD_DICOM_DESTINATIONS",
+                       "radiology=PACS1@10.0.0.5:104,radiology=ARCH@archive:11112,"
+                       "research=ORTHANC@[::1]:4242")
+    settings = Settings()
+    assert settings.dicom_ae_tenants == {"PACS1": "radiology", "CT2": "research"}
+    assert settings.dicom_destinations == {
+        "radiology": ["PACS1@10.0.0.5:104", "ARCH@archive:11112"],
+        "research": ["ORTHANC@[::1]:4242"]}
+    assert parse_destination("ORTHANC@[::1]:4242") == ("ORTHANC", "::1", 4242)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("LUNGCAD_DICOM_AE_TENANTS", "PACS1"),  # no tenant
+    ("LUNGCAD_DICOM_AE_TENANTS", "A_TITLE_LONGER_THAN_16=x"),
+    ("LUNGCAD_DICOM_AE_TENANTS", "PACS1=../etc"),  # a tenant names a spool folder
+    ("LUNGCAD_DICOM_AE_TENANTS", "PACS1=a,PACS1=b"),
+    ("LUNGCAD_DICOM_DESTINATIONS", "radiology=PACS1@host"),  # no port
+    ("LUNGCAD_DICOM_DESTINATIONS", "radiology=host:104"),  # no AE title
+    ("LUNGCAD_DICOM_DESTINATIONS", "radiology=PACS1@host:70000"),
+])
+def test_bad_dicom_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str,
+                                        value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError):
+        Settings()

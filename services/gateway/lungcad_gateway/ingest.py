@@ -175,7 +175,7 @@ def _create_job(runtime: Runtime, tenant: Tenant, job_id: str, options: JobOptio
         enqueue_stage(session, job, TASK_PREPROCESS)
         session.commit()
         session.refresh(job)
-        _ = job.inputs
+        _ = job.inputs, job.deliveries  # loaded for the answer, made after the session closes
         return job
 
 

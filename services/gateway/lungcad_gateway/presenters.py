@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lungcad.db.models import Artifact, Job
-from lungcad.schemas import ArtifactPublic, JobInputPublic, JobPublic
+from lungcad.schemas import ArtifactPublic, DeliveryPublic, JobInputPublic, JobPublic
 
 
 def job_public(job: Job) -> JobPublic:
@@ -19,7 +19,8 @@ def job_public(job: Job) -> JobPublic:
         series_description=job.series_description,
         requested_series_uid=job.requested_series_uid, callback_url=job.callback_url,
         deleted=job.deleted_at is not None, timings_s=job.timings_s or {},
-        inputs=[JobInputPublic.model_validate(i) for i in job.inputs], links=links,
+        inputs=[JobInputPublic.model_validate(i) for i in job.inputs],
+        deliveries=[DeliveryPublic.model_validate(d) for d in job.deliveries], links=links,
     )
 
 

@@ -27,9 +27,19 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from lungcad.celery_app import TASK_INFERENCE, TASK_PREPROCESS
-from lungcad.db.models import Job, JobState, OutboxKind, OutboxMessage, Tenant, WebhookAttempt
+from lungcad.db.models import (
+    Artifact,
+    DicomDelivery,
+    Job,
+    JobState,
+    OutboxKind,
+    OutboxMessage,
+    Tenant,
+    WebhookAttempt,
+)
 from lungcad.db.types import utcnow
 from lungcad.jobs import enqueue_stage, enqueue_webhook
+from lungcad_gateway.dicom.sender import send as send_dicom
 from lungcad_gateway.retention import UnreferencedSweeper, purge_expired
 from lungcad_gateway.runtime import Runtime
 from lungcad_gateway.webhook_secrets import signing_secrets
@@ -40,6 +50,7 @@ BATCH = 50
 RETENTION_INTERVAL_S = 3600.0
 BROKER_EPOCH_KEY = "lungcad:broker-epoch"
 DISPATCH_RETRY_MAX_S = 30.0
+RESULT_OBJECTS = ("seg.dcm", "sr.dcm")  # the artifacts sent back to the PACS
 
 
 def _pending(session: Session, kind: OutboxKind, locking: bool) -> list[OutboxMessage]:
@@ -124,6 +135,82 @@ class Relay:
                     message.available_at = utcnow() + timedelta(seconds=delay)
                 session.commit()
         return delivered
+
+    # -- results back to PACS -----------------------------------------------------------------
+    def plan_dicom_deliveries(self) -> int:
+        """One pending delivery per destination of a succeeded job's tenant."""
+        planned = 0
+        with self.runtime.sessions() as session:
+            for message in _pending(session, OutboxKind.DICOM, self._locking):
+                job = session.get(Job, message.job_id)
+                tenant = session.get(Tenant, job.tenant_id) if job is not None else None
+                names = self.settings.dicom_destinations.get(tenant.name, []) if tenant else []
+                existing = set(session.scalars(select(DicomDelivery.destination).where(
+                    DicomDelivery.job_id == message.job_id)))
+                for destination in names:
+                    if destination not in existing:
+                        session.add(DicomDelivery(job_id=message.job_id,
+                                                  destination=destination, state="pending",
+                                                  attempts=0, history=[]))
+                        planned += 1
+                message.attempts += 1
+                message.published_at = utcnow()
+            session.commit()
+        return planned
+
+    def send_dicom_deliveries(self) -> int:
+        """C-STORE the SR and SEG of each due delivery; every attempt is recorded."""
+        settings = self.settings
+        sent = 0
+        with self.runtime.sessions() as session:
+            query = (select(DicomDelivery)
+                     .where(DicomDelivery.state == "pending",
+                            DicomDelivery.available_at <= utcnow())
+                     .order_by(DicomDelivery.id).limit(BATCH))
+            if self._locking:
+                query = query.with_for_update(skip_locked=True)
+            for delivery in session.scalars(query):
+                artifacts = session.scalars(select(Artifact).where(
+                    Artifact.job_id == delivery.job_id,
+                    Artifact.name.in_(RESULT_OBJECTS)).order_by(Artifact.name)).all()
+                job = session.get(Job, delivery.job_id)
+                if job is None or job.deleted_at is not None or not artifacts:
+                    result_ok, status = False, "no SR or SEG to send (deleted, or no DICOM input)"
+                    final = True
+                else:
+                    try:
+                        objects = [self.runtime.store.get_bytes(a.object_key) for a in artifacts]
+                        outcome = send_dicom(delivery.destination, settings.dicom_ae_title,
+                                             objects, settings.dicom_delivery_timeout_s)
+                        result_ok, status = outcome.ok, outcome.status
+                    except Exception as exc:  # noqa: BLE001 - recorded; retried like a refusal
+                        result_ok, status = False, f"{type(exc).__name__}: {exc}"[:500]
+                    final = False
+                now = utcnow()
+                delivery.attempts += 1
+                delivery.last_status = status[:500]
+                delivery.updated_at = now
+                delivery.history = [*delivery.history, {"at": now.isoformat(),
+                                                        "attempt": delivery.attempts,
+                                                        "ok": result_ok, "status": status}]
+                if result_ok:
+                    delivery.state = "delivered"
+                    sent += 1
+                elif final or delivery.attempts >= settings.dicom_delivery_max_attempts:
+                    delivery.state = "delivery_failed"
+                    log.warning("results of job %s not delivered to %s: %s", delivery.job_id,
+                                delivery.destination, status)
+                else:
+                    delay = min(settings.dicom_delivery_backoff_max_s,
+                                settings.dicom_delivery_backoff_base_s
+                                * 2 ** (delivery.attempts - 1))
+                    delivery.available_at = now + timedelta(seconds=delay)
+                session.commit()
+        return sent
+
+    def deliver_results(self) -> int:
+        self.plan_dicom_deliveries()
+        return self.send_dicom_deliveries()
 
     # -- broker loss ---------------------------------------------------------------------------
     def recover_lost_broker(self) -> int:
@@ -231,6 +318,7 @@ class Relay:
         s = self.settings
         specs = [(self.publish_dispatches, s.relay_interval_s, self.runtime.wake_relay),
                  (self.deliver_webhooks, s.webhook_poll_interval_s, None),
+                 (self.deliver_results, s.dicom_delivery_poll_interval_s, None),
                  (self.sweep_and_recover, s.sweep_interval_s, None)]
         if s.retention_days > 0:
             specs.append((self.purge_expired, RETENTION_INTERVAL_S, None))

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
 
-from lungcad.db.models import ApiKey, Job, JobInput
+from lungcad.db.models import ApiKey, DicomDelivery, Job, JobInput
 from lungcad.errors import ServiceUnavailable
 from lungcad.settings import Settings
 
@@ -33,22 +33,30 @@ POOL_SIZE = 4
 APPLICATION_NAME = "lungcad-status-poll"  # how its connections show in pg_stat_activity
 
 _JOBS, _KEYS, _INPUTS = Job.__table__, ApiKey.__table__, JobInput.__table__
+_DELIVERIES = DicomDelivery.__table__
 INPUT_FIELDS = ("ordinal", "kind", "size", "sha256")  # of each input in the job document
-_INPUTS_JSON = (
-    select(func.coalesce(
+DELIVERY_FIELDS = ("destination", "state", "attempts", "last_status")  # of each delivery
+
+
+def _json_array(table: Any, fields: tuple[str, ...], order: Any, label: str) -> Any:
+    """The job's rows of ``table`` as one JSON array of objects of ``fields``."""
+    return (select(func.coalesce(
         func.json_agg(func.json_build_object(
-            *[part for name in INPUT_FIELDS
-              for part in (literal_column(f"'{name}'"), _INPUTS.c[name])])
-            .op("ORDER BY")(_INPUTS.c.ordinal)),
+            *[part for name in fields for part in (literal_column(f"'{name}'"), table.c[name])])
+            .op("ORDER BY")(order)),
         literal_column("'[]'::json")))
-    .where(_INPUTS.c.job_id == _JOBS.c.id).scalar_subquery().label("inputs"))
+        .where(table.c.job_id == _JOBS.c.id).scalar_subquery().label(label))
+
+
+_INPUTS_JSON = _json_array(_INPUTS, INPUT_FIELDS, _INPUTS.c.ordinal, "inputs")
+_DELIVERIES_JSON = _json_array(_DELIVERIES, DELIVERY_FIELDS, _DELIVERIES.c.id, "deliveries")
 # The job through a live key of its tenant (also the thread path's first query)...
 JOB_BY_KEY = (select(_KEYS.c.tenant_id, *[c for c in _JOBS.c if c.key != "tenant_id"])
               .join(_JOBS, _JOBS.c.tenant_id == _KEYS.c.tenant_id)
               .where(_KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_at.is_(None),
                      _JOBS.c.id == bindparam("job_id")))
-# ... and here with its inputs as one JSON array.
-STATUS_QUERY = JOB_BY_KEY.add_columns(_INPUTS_JSON)
+# ... and here with its inputs and its PACS deliveries as JSON arrays.
+STATUS_QUERY = JOB_BY_KEY.add_columns(_INPUTS_JSON, _DELIVERIES_JSON)
 _COMPILED = STATUS_QUERY.compile(dialect=asyncpg_dialect.dialect())
 _SQL, _PARAMS = _COMPILED.string, tuple(_COMPILED.positiontup or ())
 

@@ -50,6 +50,7 @@ TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCE
 class OutboxKind(StrEnum):
     DISPATCH = "dispatch"  # publish a Celery task (payload: task, queue, job_id, attempt)
     WEBHOOK = "webhook"  # POST a signed event to the job's callback URL
+    DICOM = "dicom"  # plan the C-STOREs of a succeeded job's SR and SEG to its PACS
 
 
 class Tenant(Base):
@@ -126,6 +127,8 @@ class Job(Base):
 
     inputs: Mapped[list[JobInput]] = relationship(back_populates="job", order_by="JobInput.ordinal")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="job")
+    deliveries: Mapped[list[DicomDelivery]] = relationship(order_by="DicomDelivery.id",
+                                                           viewonly=True)
 
 
 class JobInput(Base):
@@ -200,6 +203,28 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DicomDelivery(Base):
+    """The results (SR, SEG) of a succeeded job sent by C-STORE to one PACS destination.
+    ``history``: every attempt (time, outcome), in order."""
+
+    __tablename__ = "dicom_deliveries"
+    __table_args__ = (
+        UniqueConstraint("job_id", "destination", name="uq_dicom_deliveries_job_destination"),
+        Index("ix_dicom_deliveries_due", "state", "available_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    destination: Mapped[str] = mapped_column(String(200))  # AE@host:port
+    state: Mapped[str] = mapped_column(String(20))  # pending | delivered | delivery_failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[str | None] = mapped_column(String(500))
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class FindingRow(Base):

@@ -9,10 +9,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lungcad.settings import Settings
-from tests.conftest import ChildProcess, free_port, make_settings
+from tests.conftest import ChildProcess, free_port, make_settings, wait_until_http_ok
 
 AE_TITLE = "LUNGCAD"
 CALLING = "PACS1"
@@ -42,7 +43,8 @@ class ListenerProcess:
                 raise RuntimeError("the listener did not start:\n" + self.child.output())
             time.sleep(0.2)
 
-    def echo(self, calling: str = CALLING) -> subprocess.CompletedProcess[str]:
+    def echo(self, calling: str | None = None) -> subprocess.CompletedProcess[str]:
+        calling = calling or next(iter(self.settings.dicom_ae_tenants))
         return subprocess.run([dcmtk("echoscu"), "-aet", calling, "-aec", AE_TITLE, "-to", "10",
                                "127.0.0.1", str(self.port)], capture_output=True, text=True,
                               timeout=60, check=False)
@@ -91,3 +93,44 @@ def listeners(dicom_settings: Settings) -> Iterator[ListenerFactory]:
     finally:
         for listener in factory.started:
             listener.stop()
+
+
+class Orthanc:
+    """A private Orthanc (the PACS): its own configuration, storage and ports."""
+
+    def __init__(self, folder: Path, modalities: dict[str, list[object]]) -> None:
+        import json
+
+        executable = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(executable).exists():
+            pytest.skip("Orthanc is not installed (make test runs "
+                        "scripts/ensure-dicom-peers.sh; or apt-get install -y orthanc)")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.http_port, self.dicom_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        config = {"Name": "lungcad-test-pacs", "StorageDirectory": str(folder / "db"),
+                  "IndexDirectory": str(folder / "db"), "HttpPort": self.http_port,
+                  "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
+                  "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+                  "Plugins": [], "DicomModalities": modalities, "StableAge": 1,
+                  "DicomScuTimeout": 30}
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = folder / "orthanc.log"
+        self.process = subprocess.Popen([executable, str(folder / "orthanc.json")],  # noqa: S603
+                                        stdout=open(self.log, "wb"),  # noqa: SIM115
+                                        stderr=subprocess.STDOUT, cwd=folder)
+        if not wait_until_http_ok(f"{self.url}/system", lambda: self.process.poll() is None):
+            self.stop()
+            raise RuntimeError("Orthanc did not start:\n" + self.log.read_text())
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -12,11 +13,11 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from lungcad.db.models import AuditEvent, Job, Tenant
+from lungcad.db.models import AuditEvent, Job, JobInput, Tenant
 from lungcad.settings import Settings
 from lungcad_gateway.runtime import Runtime
 from tests.factories import MR_STORAGE, ct_series, ct_slice, read
-from tests.gateway.dicom.conftest import TENANT, ListenerFactory
+from tests.gateway.dicom.conftest import AE_TITLE, CALLING, TENANT, ListenerFactory, dcmtk
 
 WAIT_S = 120
 
@@ -165,3 +166,44 @@ def test_a_real_study_sent_by_storescu_becomes_one_job(listeners: ListenerFactor
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     jobs = wait_for_jobs(listeners.settings, 1)
     assert [(j["tenant"], j["inputs"]) for j in jobs] == [(TENANT, count)]
+
+
+def test_a_listener_killed_mid_association_loses_no_acknowledged_instance(
+        listeners: ListenerFactory, tmp_path: Path) -> None:
+    # 80 instances of 128 KB, each fsynced before its answer: the kill lands long before the
+    # last one is sent
+    files = ct_series(tmp_path / "study", n=80, rows=256, cols=256)
+    sop_of = {str(p): str(read(p).SOPInstanceUID) for p in files}
+    listener = listeners.start(quiet_period_s=3600)
+    argv = [dcmtk("storescu"), "-v", "-aet", CALLING, "-aec", AE_TITLE, "-to", "30",
+            "127.0.0.1", str(listener.port), *map(str, files)]
+    sender = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603
+                              text=True)
+    acknowledged, current = [], None
+    assert sender.stdout is not None
+    for line in sender.stdout:
+        if "Sending file: " in line:
+            current = line.split("Sending file: ", 1)[1].strip()
+        elif "Received Store Response (Success)" in line and current is not None:
+            acknowledged.append(sop_of[current])
+            if len(acknowledged) == 5:
+                listener.kill()  # SIGKILL while the association still sends
+    sender.wait(timeout=60)
+    assert sender.returncode != 0 and 5 <= len(acknowledged) < 80, acknowledged
+    assert jobs_of(listeners.settings) == []
+
+    listeners.start(quiet_period_s=1)
+    [job] = wait_for_jobs(listeners.settings, 1)
+    runtime = Runtime(listeners.settings)
+    try:
+        with runtime.sessions() as session:
+            names = session.scalars(select(JobInput.original_name)
+                                    .where(JobInput.job_id == job["id"])).all()
+    finally:
+        runtime.close()
+    received = {Path(str(n)).stem for n in names}
+    assert set(acknowledged) <= received, set(acknowledged) - received
+    deadline = time.monotonic() + WAIT_S
+    while spooled(listeners.settings) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert spooled(listeners.settings) == [] and len(jobs_of(listeners.settings)) == 1

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from lungcad.db.models import Artifact, Job, JobInput, JobState, is_id
+from lungcad.db.models import Artifact, DicomDelivery, Job, JobInput, JobState, is_id
 from lungcad.db.types import utcnow
 from lungcad.errors import Conflict, InvalidInput, LungcadError, NotFound, job_not_found
 from lungcad.schemas import ArtifactsPublic, JobPublic, JobsPublic, Problem
@@ -34,7 +34,7 @@ from lungcad_gateway.idempotency import check_key
 from lungcad_gateway.ingest import PhaseTimer, accept_upload, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
 from lungcad_gateway.runtime import Runtime
-from lungcad_gateway.status_reader import INPUT_FIELDS, JOB_BY_KEY
+from lungcad_gateway.status_reader import DELIVERY_FIELDS, INPUT_FIELDS, JOB_BY_KEY
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -131,7 +131,8 @@ def list_jobs(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         filters.append(Job.patient_id.ilike(pattern) | Job.series_description.ilike(pattern))
     count = session.scalar(select(func.count()).select_from(Job).where(*filters)) or 0
-    jobs = session.scalars(select(Job).options(selectinload(Job.inputs)).where(*filters)
+    jobs = session.scalars(select(Job).options(selectinload(Job.inputs),
+                                               selectinload(Job.deliveries)).where(*filters)
                            .order_by(Job.created_at.desc(), Job.id).limit(page)
                            .offset(offset)).all()
     return JobsPublic(data=[job_public(j) for j in jobs], count=count, limit=page, offset=offset)
@@ -160,9 +161,12 @@ async def get_job(job_id: str, request: Request, runtime: RuntimeDep) -> Respons
     return Response(body, media_type="application/json")
 
 
-_INPUTS = JobInput.__table__
+_INPUTS, _DELIVERIES = JobInput.__table__, DicomDelivery.__table__
 _INPUTS_OF = (select(*[_INPUTS.c[name] for name in INPUT_FIELDS])
               .where(_INPUTS.c.job_id == bindparam("job_id")).order_by(_INPUTS.c.ordinal))
+_DELIVERIES_OF = (select(*[_DELIVERIES.c[name] for name in DELIVERY_FIELDS])
+                  .where(_DELIVERIES.c.job_id == bindparam("job_id"))
+                  .order_by(_DELIVERIES.c.id))
 
 
 def _status_json(job: Any) -> bytes:
@@ -182,7 +186,9 @@ def _job_status(request: Request, runtime: Runtime, job_id: str, key: str | None
             if row is not None:
                 request.state.tenant_id = row.tenant_id
                 inputs = session.execute(_INPUTS_OF, {"job_id": job_id}).all()
-                return _status_json(SimpleNamespace(**row._mapping, inputs=inputs))
+                deliveries = session.execute(_DELIVERIES_OF, {"job_id": job_id}).all()
+                return _status_json(SimpleNamespace(**row._mapping, inputs=inputs,
+                                                    deliveries=deliveries))
     return _full_status(request, runtime, job_id, key is not None)
 
 

@@ -183,7 +183,7 @@ def worklist(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
         summary, summary.c.job_id == Job.id).where(*filters)
     count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     ordered = nulls_last(column.asc() if order == "asc" else column.desc())
-    rows = session.execute(base.options(selectinload(Job.inputs))
+    rows = session.execute(base.options(selectinload(Job.inputs), selectinload(Job.deliveries))
                            .order_by(ordered, Job.created_at.desc(), Job.id)
                            .limit(page).offset(offset)).all()
     items = []
