@@ -1,7 +1,7 @@
 """dicom_deliveries: the C-STOREs of a succeeded job's SR and SEG to its tenant's PACS
 
-Revision ID: 0004_dicom_deliveries
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06 02:50:00
 
 One row per job and destination (``AE@host:port``): its state (pending, delivered,
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_dicom_deliveries"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
