@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services browser lint bench clean
+.PHONY: install demo test services browser nginx lint bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ services:
 browser:
 	bash scripts/ensure-chromium.sh
 
-test: install services browser
+nginx:
+	bash scripts/ensure-nginx.sh
+
+test: install services browser nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
