@@ -23,10 +23,10 @@ services:
 	bash scripts/ensure-services.sh
 
 browser:
-	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-debian-package.sh chromium chromium "the browser tests"
 
 nginx:
-	bash scripts/ensure-nginx.sh
+	bash scripts/ensure-debian-package.sh nginx nginx "the nginx config test"
 
 test: install services browser nginx
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -158,7 +158,7 @@ NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed here (`make test` installs "
-                    "it as root: scripts/ensure-nginx.sh)")
+                    "it as root: scripts/ensure-debian-package.sh)")
 def test_nginx_accepts_the_config(tmp_path):
     main = tmp_path / "nginx.conf"
     main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
