@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services browser lint bench clean
+.PHONY: install demo test services browser nginx dicom-peers lint bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,15 +23,17 @@ services:
 	bash scripts/ensure-services.sh
 
 browser:
-	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-debian-package.sh chromium chromium "the browser tests"
 
-# dcmtk and Orthanc, the DICOM tests' peers (an extra prerequisite of test).
-.PHONY: dicom-peers
+nginx:
+	bash scripts/ensure-debian-package.sh nginx nginx "the nginx config test"
+
+# dcmtk (storescu, echoscu) and Orthanc: the DICOM tests' modality and PACS.
 dicom-peers:
-	bash scripts/ensure-dicom-peers.sh
-test: dicom-peers
+	bash scripts/ensure-debian-package.sh storescu dcmtk "the DICOM listener tests"
+	bash scripts/ensure-debian-package.sh Orthanc orthanc "the PACS round-trip tests"
 
-test: install services browser
+test: install services browser nginx dicom-peers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

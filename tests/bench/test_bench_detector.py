@@ -45,7 +45,10 @@ def test_an_image_smaller_than_the_window_is_one_window(bench: ModuleType) -> No
 
 
 def test_window_count_matches_monai(bench: ModuleType) -> None:
-    pytest.importorskip("monai", reason="MONAI is a bench-only extra (requirements-bench.txt)")
+    pytest.importorskip("monai", reason="not run by `make test` or CI: MONAI is a bench-only "
+                        "extra (pip install --no-deps -r requirements-bench.txt to run it); "
+                        "bench/bench_detector.py makes the same check per study when it runs "
+                        "with MONAI")
     sizes = (50, 192, 200, 337, 512, 513, 700)
     for image in itertools.product(sizes, sizes, (40, 80, 81, 249, 300)):
         for roi in ((192, 192, 80), (512, 512, 192)):

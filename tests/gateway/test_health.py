@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -38,13 +39,21 @@ def test_readyz_reports_a_down_dependency(settings, tmp_path: Path) -> None:  # 
         server.__exit__()
 
 
+def _take_storage_down(settings, s3_server: S3Server) -> None:  # type: ignore[no-untyped-def]
+    """S3: stop the server. Local directory: replace the store's folder with a file (the tests
+    run as root, for whom a chmod'ed folder stays writable)."""
+    if settings.storage_backend == "s3":
+        s3_server.stop()
+        return
+    shutil.rmtree(settings.objects_dir)
+    settings.objects_dir.write_text("not a folder: the storage volume is gone")
+
+
 def test_storage_down_gives_503_and_keeps_nothing(settings, s3_server: S3Server,  # type: ignore[no-untyped-def]
                                                   tmp_path: Path) -> None:
-    if settings.storage_backend != "s3":
-        return
     server, gw = start_gateway(settings)
     try:
-        s3_server.stop()
+        _take_storage_down(settings, s3_server)
         paths = ct_series(tmp_path / "s", n=2)
         with gw.client() as client:
             response = client.post("/v1/jobs", files=[("files", (p.name, p.read_bytes()))

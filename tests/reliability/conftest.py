@@ -272,6 +272,8 @@ def stage_runs(entries: list[dict]) -> dict[tuple[str, str], list[dict]]:
     runs: dict[tuple[str, str], list[dict]] = {}
     open_runs: dict[tuple[int, str, str], dict] = {}
     for e in entries:
+        if e["event"] not in ("start", "end"):
+            continue
         key = (e["job"], e["stage"])
         if e["event"] == "start":
             run = {"start": e["t"], "end": None, "ok": None, "pid": e["pid"],

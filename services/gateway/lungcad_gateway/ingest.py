@@ -33,7 +33,7 @@ from lungcad.errors import InvalidInput, PayloadTooLarge
 from lungcad.ingest.inspect import EXTENSIONS, UploadPart, UploadSummary, inspect_upload
 from lungcad.jobs import enqueue_stage
 from lungcad.settings import Settings
-from lungcad.storage import StoredObject
+from lungcad.storage import StorageUnavailable, StoredObject
 from lungcad_gateway.idempotency import find_job, replay, request_sha256
 from lungcad_gateway.multipart import ParsedForm, SpooledFile, read_form
 from lungcad_gateway.runtime import Runtime
@@ -191,6 +191,20 @@ async def _inspect_while_settling(form: ParsedForm, settings: Settings) -> Uploa
     return inspected  # type: ignore[return-value]
 
 
+def _new_spool(settings: Settings) -> Path:
+    """A private folder for one upload's files: under the local store (same file system: the
+    files are then stored by rename) or in the spool folder. A folder that cannot be made is
+    storage that is down."""
+    root = settings.upload_spool_dir or (settings.data_dir / "spool")
+    if settings.storage_backend == "local":
+        root = settings.objects_dir / ".spool"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+    except OSError as exc:
+        raise StorageUnavailable(f"the upload folder {root} cannot be written: {exc}") from exc
+
+
 def admit(runtime: Runtime, tenant: Tenant, files: list[SpooledFile], summary: UploadSummary,
           options: JobOptions, idempotency_key: str | None, fingerprint: str,
           timer: PhaseTimer | None = None) -> tuple[Job, bool]:
@@ -251,11 +265,7 @@ async def accept_upload(request: Request, runtime: Runtime, tenant: Tenant,
     if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"The upload declares {declared} bytes; the limit is "
                               f"{settings.max_upload_bytes}.")
-    spool_root = settings.upload_spool_dir or (settings.data_dir / "spool")
-    if settings.storage_backend == "local":
-        spool_root = settings.objects_dir / ".spool"  # same file system: stored by rename
-    spool_root.mkdir(parents=True, exist_ok=True)
-    spool = Path(tempfile.mkdtemp(prefix="upload-", dir=spool_root))
+    spool = _new_spool(settings)
     form: ParsedForm | None = None
     try:
         form = await read_form(request.stream(), request.headers.get("content-type", ""), spool,

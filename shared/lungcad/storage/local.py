@@ -123,5 +123,6 @@ class LocalStore(ObjectStore):
         return count
 
     def ping(self) -> None:
-        if not os.access(self.root, os.W_OK):
-            raise StorageUnavailable(f"local store {self.root} is not writable")
+        # is_dir as well: for root, os.access says a file (the volume gone) is writable
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK):
+            raise StorageUnavailable(f"local store {self.root} is not a writable folder")

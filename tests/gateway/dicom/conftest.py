@@ -24,7 +24,7 @@ def dcmtk(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
         pytest.skip(f"dcmtk's {tool} is not installed (make test runs "
-                    "scripts/ensure-dicom-peers.sh; or apt-get install -y dcmtk)")
+                    "scripts/ensure-debian-package.sh; or apt-get install -y dcmtk)")
     return path
 
 
@@ -104,7 +104,7 @@ class Orthanc:
         executable = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
         if not Path(executable).exists():
             pytest.skip("Orthanc is not installed (make test runs "
-                        "scripts/ensure-dicom-peers.sh; or apt-get install -y orthanc)")
+                        "scripts/ensure-debian-package.sh; or apt-get install -y orthanc)")
         folder.mkdir(parents=True, exist_ok=True)
         self.http_port, self.dicom_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
