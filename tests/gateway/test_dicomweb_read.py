@@ -141,6 +141,8 @@ def test_another_tenant_unknown_uids_and_deleted_jobs_are_404(
         base = f"/v1/dicomweb/studies/{study}"
         cases = [(f"{base}/series/1.2.3/instances", "series_not_found"),
                  (f"{base}/series/{series}/instances/1.2.3", "instance_not_found"),
+                 (f"{base}/series/{series}/instances/1.2%003/metadata", "instance_not_found"),
+                 (f"{base}/series/1%00/instances/{sop}", "series_not_found"),
                  (f"{base}/series/{series}/instances/{sop}/frames/2", "frame_not_found"),
                  (f"{base}/series/{series}/instances/{sop}/bulkdata/00100010",
                   "bulkdata_not_found"),
@@ -150,7 +152,7 @@ def test_another_tenant_unknown_uids_and_deleted_jobs_are_404(
             response = http.get(path)
             assert (response.status_code, response.json()["code"]) == (404, code), path
         response = http.get(f"{base}/series/{series}/instances/{sop}/frames/x")
-        assert (response.status_code, response.json()["code"]) == (400, "invalid_frame_list")
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error")
         assert http.get("/v1/dicomweb/studies", headers={"Authorization": ""}
                         ).status_code == 401
         assert http.delete(f"/v1/jobs/{job_id}").status_code == 200

@@ -185,17 +185,6 @@ def bulk_value(ds: Dataset, tag: str) -> bytes:
     return element.value
 
 
-def parse_frames(text: str) -> list[int]:
-    try:
-        frames = [int(part) for part in text.split(",")]
-    except ValueError as exc:
-        raise InvalidInput(f"{text[:40]!r} is not a comma-separated list of frame numbers.",
-                           code="invalid_frame_list", status=400) from exc
-    if not frames or min(frames) < 1:
-        raise InvalidInput("Frame numbers start at 1.", code="invalid_frame_list", status=400)
-    return frames
-
-
 def frame_bytes(ds: Dataset, frames: list[int]) -> list[bytes]:
     """The uncompressed pixel data (explicit VR little endian) of each 1-based frame; a 1-bit
     frame (a binary SEG) bit-packed on its own."""

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -91,6 +91,8 @@ async def stow_studies(request: Request, runtime: RuntimeDep, tenant: TenantDep,
 # -- QIDO-RS and WADO-RS ----------------------------------------------------------------------
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 Limit = Annotated[int | None, Query(ge=1, le=100_000, description="At most this many results")]
+FrameList = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*$",
+                                max_length=2000, description="e.g. 1 or 1,2,3")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Skip this many results")]
 QIDO_ANSWER = {**PROBLEMS, 200: {"content": {DICOM_JSON: {}},
                                  "description": "QIDO-RS results (DICOM JSON)"}}
@@ -109,24 +111,29 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/") + router.prefix
 
 
+def _is_uid(uid: str | None) -> bool:
+    """None, or the shape of a UID (a path parameter that is not matches no row and is not
+    queried: a NUL in it was a 500 on Postgres)."""
+    return uid is None or (len(uid) <= 64 and _UID.fullmatch(uid) is not None)
+
+
 def _located(session: Session, store: ObjectStore, tenant_id: str, study: str,
              series: str | None = None, sop: str | None = None) -> list[Entry]:
     """The tenant's instances under these UIDs; 404 with the level that is unknown."""
-    uids = [study, series, sop]
-    if any(uid is not None and (len(uid) > 64 or not _UID.fullmatch(uid)) for uid in uids):
-        entries = []
-    else:
-        sync_tenant(session, store, tenant_id)
+    if not _is_uid(study):
+        raise NotFound(f"No study {study[:64]!r} for this API key.", code="study_not_found")
+    sync_tenant(session, store, tenant_id)
+    if _is_uid(series) and _is_uid(sop):
         entries = find(session, tenant_id, study, series, sop)
-    if entries:
-        return entries
-    if sop is not None and find(session, tenant_id, study, series):
-        raise NotFound(f"No instance {sop[:64]} in series {series} for this API key.",
+        if entries:
+            return entries
+    if sop is not None and _is_uid(series) and find(session, tenant_id, study, series):
+        raise NotFound(f"No instance {sop[:64]!r} in series {series} for this API key.",
                        code="instance_not_found")
     if series is not None and find(session, tenant_id, study):
-        raise NotFound(f"No series {series[:64]} in study {study} for this API key.",
+        raise NotFound(f"No series {series[:64]!r} in study {study} for this API key.",
                        code="series_not_found")
-    raise NotFound(f"No study {study[:64]} for this API key.", code="study_not_found")
+    raise NotFound(f"No study {study} for this API key.", code="study_not_found")
 
 
 def _qido(request: Request, session: Session, store: ObjectStore, tenant_id: str,
@@ -267,11 +274,12 @@ def _octets(parts: list[bytes]) -> StreamingResponse:
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
             responses={**OCTETS_ANSWER, 406: PROBLEMS[409]}, response_class=StreamingResponse,
             summary="Frames of an instance, uncompressed (WADO-RS)")
-def retrieve_frames(study: str, series: str, instance: str, frames: str, session: SessionDep,
-                    store: StoreDep, tenant: TenantDep) -> StreamingResponse:
+def retrieve_frames(study: str, series: str, instance: str, frames: FrameList,
+                    session: SessionDep, store: StoreDep, tenant: TenantDep
+                    ) -> StreamingResponse:
     """``frames``: 1-based frame numbers, comma-separated. Each part is the frame's native
     pixel data (explicit VR little endian; a binary SEG frame bit-packed)."""
-    numbers = answers.parse_frames(frames)
+    numbers = [int(number) for number in frames.split(",")]
     ds = _one_dataset(session, store, tenant.id, study, series, instance)
     return _octets(answers.frame_bytes(ds, numbers))
 
