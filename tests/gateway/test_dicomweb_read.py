@@ -19,7 +19,7 @@ from pydicom.uid import SegmentationStorage
 
 from lungcad_inference.runner import InferenceOutput
 from lungcad_preprocess.pipeline import Preprocessed
-from tests.conftest import Gateway
+from tests.conftest import Gateway, make_settings, start_gateway
 from tests.factories import ct_series
 from tests.frontend.cases import findings_document, publish_case, upload
 
@@ -159,3 +159,30 @@ def test_another_tenant_unknown_uids_and_deleted_jobs_are_404(
         response = http.get(f"{base}/metadata")
         assert (response.status_code, response.json()["code"]) == (404, "study_not_found")
     assert web.search_for_studies() == []
+
+
+def test_a_viewer_on_an_allowed_origin_may_call_dicomweb(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """OHIF served from its own host calls the API from the browser: CORS for the origins of
+    LUNGCAD_CORS_ORIGINS only, with the API key header, never cookies."""
+    viewer = "https://ohif.example.org"
+    server, gateway = start_gateway(make_settings("embedded", tmp_path, request,
+                                                  cors_origins=[viewer]))
+    try:
+        with gateway.client(key=None) as http:
+            preflight = http.options("/v1/dicomweb/studies", headers={
+                "Origin": viewer, "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization,accept"})
+            assert preflight.status_code == 200
+            assert preflight.headers["access-control-allow-origin"] == viewer
+            assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+            assert "access-control-allow-credentials" not in preflight.headers
+            refused = http.options("/v1/dicomweb/studies", headers={
+                "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"})
+            assert "access-control-allow-origin" not in refused.headers
+        with gateway.client() as http:
+            response = http.get("/v1/dicomweb/studies", headers={"Origin": viewer})
+            assert response.status_code == 200
+            assert response.headers["access-control-allow-origin"] == viewer
+    finally:
+        server.__exit__()
