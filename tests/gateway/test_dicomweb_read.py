@@ -17,6 +17,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import SegmentationStorage
 
+from lungcad_gateway.dicomweb_index import find, read_instances
 from lungcad_inference.runner import InferenceOutput
 from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import Gateway, make_settings, start_gateway
@@ -186,3 +187,27 @@ def test_a_viewer_on_an_allowed_origin_may_call_dicomweb(
             assert response.headers["access-control-allow-origin"] == viewer
     finally:
         server.__exit__()
+
+
+def test_a_repeated_zip_name_is_indexed_once_and_a_vanished_object_is_skipped(
+        gateway: Gateway, tmp_path: Path) -> None:
+    """A zip may repeat an entry name (the index keeps the last, as reading by name does); an
+    object deleted after the index was read (its job deleted meanwhile) is left out, not a
+    500."""
+    files = ct_series(tmp_path / "s", n=2)
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf, pytest.warns(UserWarning, match="Duplicate"):
+        for path in files:
+            zf.write(path, "DICOM/slice.dcm")
+    upload(gateway, archive)
+    last = pydicom.dcmread(files[1])
+    study = str(last.StudyInstanceUID)
+    found = client(gateway).search_for_instances(study)
+    assert [uid(i, "00080018") for i in found] == [str(last.SOPInstanceUID)]
+
+    store = gateway.runtime.store
+    with gateway.runtime.sessions() as session:
+        entries = find(session, gateway.tenant_id, study)
+    assert [data for _, data in read_instances(store, entries)] == [files[1].read_bytes()]
+    store.delete(entries[0].object_key)
+    assert list(read_instances(store, entries)) == []

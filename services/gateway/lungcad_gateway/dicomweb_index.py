@@ -104,12 +104,13 @@ def _read_object(store: ObjectStore, job_id: str, tenant_id: str, key: str, kind
         return [_row(job_id, tenant_id, key, "", _header(io.BytesIO(store.get_bytes(key))))]
     rows = []
     with ExitStack() as stack, zipfile.ZipFile(download(store, key, stack)) as archive:
-        for info in archive.infolist():
-            if not info.is_dir():
-                with archive.open(info) as entry:
-                    ds = _header(entry)  # type: ignore[arg-type]
-                if ds is not None:
-                    rows.append(_row(job_id, tenant_id, key, info.filename, ds))
+        # A name the archive repeats: its last entry, the one reading by name returns.
+        named = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+        for info in named.values():
+            with archive.open(info) as entry:
+                ds = _header(entry)  # type: ignore[arg-type]
+            if ds is not None:
+                rows.append(_row(job_id, tenant_id, key, info.filename, ds))
     return rows or [_row(job_id, tenant_id, key, "", None)]
 
 
@@ -175,15 +176,20 @@ def find(session: Session, tenant_id: str, study: str | None = None, series: str
 
 
 def read_instances(store: ObjectStore, entries: list[Entry]) -> Iterator[tuple[Entry, bytes]]:
-    """Each entry's stored bytes, in order; a zip input is downloaded once for all its
-    entries."""
+    """Each entry's stored bytes, in order; a zip input is downloaded once for all its entries.
+    An object deleted since the index was read (its job deleted meanwhile) is skipped."""
     with ExitStack() as stack:
-        archives: dict[str, zipfile.ZipFile] = {}
+        archives: dict[str, zipfile.ZipFile | None] = {}
         for entry in entries:
-            if not entry.member:
-                yield entry, store.get_bytes(entry.object_key)
-                continue
-            if entry.object_key not in archives:
-                archives[entry.object_key] = stack.enter_context(
-                    zipfile.ZipFile(download(store, entry.object_key, stack)))
-            yield entry, archives[entry.object_key].read(entry.member)
+            try:
+                if not entry.member:
+                    yield entry, store.get_bytes(entry.object_key)
+                    continue
+                if entry.object_key not in archives:
+                    archives[entry.object_key] = stack.enter_context(
+                        zipfile.ZipFile(download(store, entry.object_key, stack)))
+            except ObjectNotFound:
+                archives[entry.object_key] = None
+            archive = archives.get(entry.object_key)
+            if archive is not None:
+                yield entry, archive.read(entry.member)

@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from lungcad.errors import NotFound
-from lungcad.storage import ObjectNotFound, ObjectStore
+from lungcad.storage import ObjectStore
 from lungcad_gateway import dicomweb_answers as answers
 from lungcad_gateway.deps import RuntimeDep, SessionDep, StoreDep, TenantDep
 from lungcad_gateway.dicomweb_index import Entry, find, read_instances, sync_tenant
@@ -183,11 +183,8 @@ def search_series_instances(study: str, series: str, request: Request, session: 
 
 
 def _instances(store: ObjectStore, entries: list[Entry]) -> Iterator[bytes]:
-    try:
-        for _, data in read_instances(store, entries):
-            yield data
-    except ObjectNotFound:  # the job was deleted while the answer streamed: cut it short
-        return
+    for _, data in read_instances(store, entries):
+        yield data
 
 
 def _retrieve(session: Session, store: ObjectStore, tenant_id: str, **uids: str | None
@@ -257,12 +254,11 @@ def instance_metadata(study: str, series: str, instance: str, request: Request,
 def _one_dataset(session: Session, store: ObjectStore, tenant_id: str, study: str, series: str,
                  instance: str) -> Any:
     entries = _located(session, store, tenant_id, study, series, instance)
-    try:
-        _, data = next(read_instances(store, entries[:1]))
-    except ObjectNotFound as exc:
+    found = next(read_instances(store, entries[:1]), None)
+    if found is None:  # its job deleted since the index was read
         raise NotFound(f"No instance {instance[:64]} for this API key.",
-                       code="instance_not_found") from exc
-    return answers.read_dataset(data)
+                       code="instance_not_found")
+    return answers.read_dataset(found[1])
 
 
 def _octets(parts: list[bytes]) -> StreamingResponse:
