@@ -10,9 +10,7 @@ the stored headers, never from the job row: de-identification replaces them.
 
 from __future__ import annotations
 
-import io
 import logging
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -28,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from lungcad.db.models import Artifact, DicomInstance, Job, JobInput
 from lungcad.storage import ObjectNotFound, ObjectStore
+from lungcad.storage.ranged import open_ranged
 
 log = logging.getLogger(__name__)
 DICOM_INPUTS = ("dicom", "zip")
@@ -89,21 +88,14 @@ def _row(job_id: str, tenant_id: str, key: str, member: str, ds: Dataset | None
                          attributes=_qido_attributes(ds))
 
 
-def download(store: ObjectStore, key: str, stack: ExitStack) -> IO[bytes]:
-    """The object in a temporary file (closed, and removed, with ``stack``)."""
-    spool = stack.enter_context(tempfile.TemporaryFile())
-    for chunk in store.iter_chunks(key):
-        spool.write(chunk)
-    spool.seek(0)
-    return spool
-
-
 def _read_object(store: ObjectStore, job_id: str, tenant_id: str, key: str, kind: str
                  ) -> list[DicomInstance]:
+    """Headers only: a file's first bytes, a zip's directory and its members' first bytes."""
     if kind != "zip":
-        return [_row(job_id, tenant_id, key, "", _header(io.BytesIO(store.get_bytes(key))))]
+        with open_ranged(store, key) as handle:
+            return [_row(job_id, tenant_id, key, "", _header(handle))]
     rows = []
-    with ExitStack() as stack, zipfile.ZipFile(download(store, key, stack)) as archive:
+    with open_ranged(store, key) as handle, zipfile.ZipFile(handle) as archive:
         # A name the archive repeats: its last entry, the one reading by name returns.
         named = {info.filename: info for info in archive.infolist() if not info.is_dir()}
         for info in named.values():
@@ -176,8 +168,9 @@ def find(session: Session, tenant_id: str, study: str | None = None, series: str
 
 
 def read_instances(store: ObjectStore, entries: list[Entry]) -> Iterator[tuple[Entry, bytes]]:
-    """Each entry's stored bytes, in order; a zip input is downloaded once for all its entries.
-    An object deleted since the index was read (its job deleted meanwhile) is skipped."""
+    """Each entry's stored bytes, in order; of a zip input only its directory and the members
+    asked for are read. An object deleted since the index was read (its job deleted meanwhile)
+    is skipped."""
     with ExitStack() as stack:
         archives: dict[str, zipfile.ZipFile | None] = {}
         for entry in entries:
@@ -186,8 +179,8 @@ def read_instances(store: ObjectStore, entries: list[Entry]) -> Iterator[tuple[E
                     yield entry, store.get_bytes(entry.object_key)
                     continue
                 if entry.object_key not in archives:
-                    archives[entry.object_key] = stack.enter_context(
-                        zipfile.ZipFile(download(store, entry.object_key, stack)))
+                    archives[entry.object_key] = stack.enter_context(zipfile.ZipFile(
+                        stack.enter_context(open_ranged(store, entry.object_key))))
             except ObjectNotFound:
                 archives[entry.object_key] = None
             archive = archives.get(entry.object_key)
