@@ -118,6 +118,19 @@ def test_a_dicomweb_client_searches_retrieves_and_reads_the_seg(
     assert len(web.retrieve_study(study_uid)) == len(originals) + 2
 
 
+def test_a_study_searched_before_its_results_exist_shows_them_after(
+        gateway: Gateway, processed_study: tuple[Path, Preprocessed, InferenceOutput]) -> None:
+    """A viewer opening a case while it is analysed, then again once it has succeeded."""
+    folder, result, output = processed_study
+    job_id = str(upload(gateway, folder)["id"])
+    web = client(gateway)
+    study = uid(web.search_for_studies()[0], "0020000D")
+    assert [uid(s, "00080060") for s in web.search_for_series(study)] == ["CT"]
+    publish_case(gateway, job_id, result, output)
+    assert {uid(s, "00080060") for s in web.search_for_series(study)} == {"CT", "SR", "SEG"}
+    assert {ds.Modality for ds in web.retrieve_study(study)} == {"CT", "SR", "SEG"}
+
+
 def test_another_tenant_unknown_uids_and_deleted_jobs_are_404(
         gateway: Gateway, tmp_path: Path) -> None:
     files = ct_series(tmp_path / "s", n=3)

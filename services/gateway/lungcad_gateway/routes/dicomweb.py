@@ -119,14 +119,19 @@ def _is_uid(uid: str | None) -> bool:
 
 def _located(session: Session, store: ObjectStore, tenant_id: str, study: str,
              series: str | None = None, sop: str | None = None) -> list[Entry]:
-    """The tenant's instances under these UIDs; 404 with the level that is unknown."""
+    """The tenant's instances under these UIDs; 404 with the level that is unknown. A study
+    or series is looked up in an index brought up to date first (one indexed before its SR
+    and SEG existed then has them); one instance is first looked up as the index stands, so
+    that a viewer's many frame requests cost no walk over the tenant's stored objects."""
     if not _is_uid(study):
         raise NotFound(f"No study {study[:64]!r} for this API key.", code="study_not_found")
-    sync_tenant(session, store, tenant_id)
-    if _is_uid(series) and _is_uid(sop):
-        entries = find(session, tenant_id, study, series, sop)
-        if entries:
-            return entries
+    for brought_up_to_date in ((True,) if sop is None else (False, True)):
+        if brought_up_to_date:
+            sync_tenant(session, store, tenant_id)
+        if _is_uid(series) and _is_uid(sop):
+            entries = find(session, tenant_id, study, series, sop)
+            if entries:
+                return entries
     if sop is not None and _is_uid(series) and find(session, tenant_id, study, series):
         raise NotFound(f"No instance {sop[:64]!r} in series {series} for this API key.",
                        code="instance_not_found")
