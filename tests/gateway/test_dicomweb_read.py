@@ -16,7 +16,9 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import SegmentationStorage
+from sqlalchemy import func, select
 
+from lungcad.db.models import DicomInstance
 from lungcad_gateway.dicomweb_index import find, read_instances
 from lungcad_inference.runner import InferenceOutput
 from lungcad_preprocess.pipeline import Preprocessed
@@ -170,6 +172,9 @@ def test_another_tenant_unknown_uids_and_deleted_jobs_are_404(
         assert http.get("/v1/dicomweb/studies", headers={"Authorization": ""}
                         ).status_code == 401
         assert http.delete(f"/v1/jobs/{job_id}").status_code == 200
+        with gateway.runtime.sessions() as session:  # no patient attributes left in the index
+            assert session.scalar(select(func.count()).select_from(DicomInstance).where(
+                DicomInstance.job_id == job_id)) == 0
         response = http.get(f"{base}/metadata")
         assert (response.status_code, response.json()["code"]) == (404, "study_not_found")
     assert web.search_for_studies() == []

@@ -142,6 +142,12 @@ def sync_tenant(session: Session, store: ObjectStore, tenant_id: str) -> None:
             session.rollback()
 
 
+def forget_job(session: Session, job_id: str) -> None:
+    """Drop a job's rows (with its data: they hold patient attributes), in the caller's
+    transaction."""
+    session.execute(delete(DicomInstance).where(DicomInstance.job_id == job_id))
+
+
 def find(session: Session, tenant_id: str, study: str | None = None, series: str | None = None,
          sop: str | None = None) -> list[Entry]:
     """The tenant's indexed instances (of live jobs) matching the UIDs given, one per SOP
