@@ -26,8 +26,6 @@ from tests.conftest import Gateway, make_settings, start_gateway
 from tests.factories import ct_series
 from tests.frontend.cases import findings_document, publish_case, upload
 
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-
 
 @pytest.fixture(scope="module")
 def processed_study(tmp_path_factory: pytest.TempPathFactory
