@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     frontend_dir: Path | None = None  # default: services/frontend beside the package, if present
     page_size_default: int = 50
     page_size_max: int = 200
+    # Origins whose pages may call the API from a browser (a DICOMweb viewer such as OHIF on
+    # its own host), as a JSON list: '["https://ohif.example.org"]'. Empty: same origin only.
     cors_origins: list[str] = Field(default_factory=list)
     # uvicorn's line per request. Compose turns it off: nginx in front writes the access log,
     # and the audit trail records every request that touches a job.

@@ -67,10 +67,11 @@ class Placed:
 
 
 def findings_document(result: Preprocessed, nodules: Sequence[tuple[Sequence[float], float]],
-                      job_id: str) -> InferenceOutput:
+                      job_id: str, source_folder: Path | None = None) -> InferenceOutput:
     """The inference stage's real analysis and result files for candidates placed at known
     nodule positions (the synthetic phantom's nodules, or a real LIDC case's LUNA16 nodules):
-    everything downstream of the detector is the product's own code."""
+    everything downstream of the detector is the product's own code. With the study's DICOM
+    folder (``source_folder``) the files include the DICOM SR and SEG."""
     grid = Geometry.from_dict(result.meta["geometry"])
     candidates = [Placed(tuple(grid.world_to_index(np.asarray(c, float))), d,
                          nodule_probability=0.95 - 0.1 * i,
@@ -79,7 +80,8 @@ def findings_document(result: Preprocessed, nodules: Sequence[tuple[Sequence[flo
     analysis = analyze_volume(result.hu, result.lungs, grid, result.meta, candidates,
                               PatientInfo(), ModelInfo(name="reference-positions", version="0"),
                               job_id=job_id)
-    files = render_outputs(result.hu, result.lungs, grid, result.meta, analysis, None)
+    files = render_outputs(result.hu, result.lungs, grid, result.meta, analysis,
+                           source_folder)
     return InferenceOutput(analysis, files, {})
 
 

@@ -14,6 +14,7 @@ from lungcad_gateway.migrate import current, downgrade, upgrade
 TABLES = {"tenants", "api_keys", "jobs", "job_inputs", "artifacts", "outbox", "webhook_attempts",
           "findings", "finding_feedback", "audit_events"}
 TABLES |= {"dicom_deliveries"}  # 0005_dicom_deliveries
+TABLES |= {"dicom_instances"}  # 0006_dicom_instances
 
 
 def _tables(settings: Settings) -> set[str]:

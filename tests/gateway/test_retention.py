@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from lungcad.db.models import Job, JobState, new_id
+from sqlalchemy import select
+
+from lungcad.db.models import DicomInstance, Job, JobState, new_id
 from lungcad.db.types import utcnow
 from lungcad.settings import Settings
 from lungcad_gateway.retention import UnreferencedSweeper, purge_expired
@@ -31,7 +33,12 @@ def test_expired_job_data_is_purged(settings: Settings, tmp_path: Path) -> None:
                 job = session.get(Job, job_id)
                 job.state, job.finished_at = JobState.SUCCEEDED, utcnow() - timedelta(days=days)
             session.commit()
+        with gateway.client() as client:  # the DICOMweb index of the three jobs
+            assert len(client.get("/v1/dicomweb/studies").json()) == 3
         assert purge_expired(runtime) == 1
+        with runtime.sessions() as session:  # no patient attributes left in the index
+            indexed = set(session.scalars(select(DicomInstance.job_id)))
+        assert indexed == {ids[1], ids[2]}
         assert purge_expired(runtime) == 0  # idempotent
         assert runtime.store.list_keys(f"jobs/{ids[0]}/") == []
         assert runtime.store.list_keys(f"jobs/{ids[1]}/") and runtime.store.list_keys(

@@ -3,6 +3,7 @@ revoked key}; lists never show another tenant's jobs; random job IDs never answe
 
 from __future__ import annotations
 
+import io
 import random
 import uuid
 from collections import Counter
@@ -10,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import pydicom
 import pytest
 
 from lungcad.db.session import make_engine, make_sessionmaker, session_scope
@@ -36,8 +38,21 @@ OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}/feedback", "job"),
     ("POST", "/v1/jobs/{job_id}/feedback", "job"),
     ("DELETE", "/v1/jobs/{job_id}", "job"),
+    ("GET", "/v1/dicomweb/studies", "studies"),
+    *[("GET", f"/v1/dicomweb/studies/{{study}}{tail}", "study") for tail in (
+        "", "/series", "/instances", "/metadata", "/series/{series}", "/series/{series}/instances",
+        "/series/{series}/metadata", "/series/{series}/instances/{sop}",
+        "/series/{series}/instances/{sop}/metadata", "/series/{series}/instances/{sop}/frames/1",
+        "/series/{series}/instances/{sop}/bulkdata/7FE00010")],
 ]
 CALLERS = ["own", "other", "none", "wrong", "revoked"]
+
+
+def _uids(parts: list[tuple[str, tuple[str, bytes]]]) -> dict[str, str]:
+    """The study, series and SOP Instance UIDs of the first part of a study."""
+    ds = pydicom.dcmread(io.BytesIO(parts[0][1][1]))
+    return {"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID,
+            "sop": ds.SOPInstanceUID}
 
 
 def _study(tmp_path: Path) -> list[tuple[str, tuple[str, bytes]]]:
@@ -87,18 +102,20 @@ def test_every_operation_for_every_caller(two_tenants: Gateway, tmp_path: Path) 
     keys = {"own": gw.key, "other": gw.new_key("hospital-b"), "none": None,
             "wrong": "lc_0badc0de_" + "x" * 32, "revoked": _revoked_key(gw)}
     with gw.client() as own:
-        job_ids = []
+        job_ids, studies = [], []
         for _ in range(2):  # one to delete last, one for everything else
-            response = own.post("/v1/jobs", files=_study(tmp_path))
+            parts = _study(tmp_path)
+            response = own.post("/v1/jobs", files=parts)
             assert response.status_code == 202, response.text
             job_ids.append(response.json()["id"])
+            studies.append(_uids(parts))
     matrix: dict[tuple[str, str], int] = {}
     failures = []
     for caller in ["other", "none", "wrong", "revoked", "own"]:  # own last: it deletes
         with gw.client(key=keys[caller]) as client:
             for method, template, kind in OPERATIONS:
                 job_id = job_ids[1] if method == "DELETE" else job_ids[0]
-                path = template.format(job_id=job_id, name="findings.json")
+                path = template.format(job_id=job_id, name="findings.json", **studies[0])
                 response = _call(client, method, path, tmp_path)
                 status = response.status_code
                 matrix[(f"{method} {template}", caller)] = status
@@ -115,6 +132,14 @@ def test_every_operation_for_every_caller(two_tenants: Gateway, tmp_path: Path) 
                                                                              "invalid_api_key")
                 elif caller == "other" and kind == "job":
                     expected, ok = "404 job_not_found", (status, code) == (404, "job_not_found")
+                elif caller == "other" and kind == "study":
+                    expected, ok = "404 study_not_found", (status, code) == (404,
+                                                                           "study_not_found")
+                elif kind in ("study", "studies"):
+                    found = status == 200 and (kind == "study" or studies[0]["study"] in {
+                        s["0020000D"]["Value"][0] for s in response.json()})
+                    expected = f"200 {'with' if caller == 'own' else 'without'} A's study"
+                    ok = found if caller == "own" else (status == 200 and not found)
                 elif caller == "other" and kind == "list":
                     ids = _ids(body)
                     expected, ok = "200 without A's jobs", status == 200 and not (

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +28,11 @@ signed webhook, then fetch the findings, DICOM SR and SEG.
 **Research use, not for clinical diagnosis.**
 
 Errors are RFC 9457 `application/problem+json` documents with a stable `code`."""
+
+
+# Request headers a page on an allowed origin may send (cookies are never allowed: another
+# origin authenticates with the API key, so the dashboard's session cannot be ridden).
+CORS_HEADERS = ["Authorization", "X-API-Key", "Accept", "Content-Type", "Idempotency-Key"]
 
 
 class NoSniffMiddleware:
@@ -88,4 +94,8 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
                        writer=audit_writer)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(NoSniffMiddleware)
+    if settings.cors_origins:  # a DICOMweb viewer (OHIF) served from another origin
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=CORS_HEADERS,
+                           expose_headers=["Location", "Retry-After"], max_age=600)
     return app

@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 
 from lungcad.db.models import Artifact, Job, JobState
 from lungcad.db.types import utcnow
+from lungcad_gateway.dicomweb_index import forget_job
 from lungcad_gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def purge_expired(runtime: Runtime) -> int:
         for job in jobs:
             runtime.store.delete_prefix(f"jobs/{job.id}/")  # objects first: a crash re-runs
             session.execute(delete(Artifact).where(Artifact.job_id == job.id))
+            forget_job(session, job.id)
             job.deleted_at = utcnow()
             session.commit()
             purged += 1

@@ -227,6 +227,31 @@ class DicomDelivery(Base):
     available_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class DicomInstance(Base):
+    """One DICOM instance a job holds in object storage (an original in its inputs, or its SR or
+    SEG), for the DICOMweb read endpoints: its UIDs, where it is stored (``member``: its entry in
+    a zip input, else empty) and its QIDO-RS attributes (DICOM JSON). A row without
+    ``sop_instance_uid`` marks an object that was read and holds no DICOM instance."""
+
+    __tablename__ = "dicom_instances"
+    __table_args__ = (
+        UniqueConstraint("job_id", "object_key", "member", name="uq_dicom_instances_object"),
+        Index("ix_dicom_instances_tenant_study", "tenant_id", "study_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    object_key: Mapped[str] = mapped_column(String(512), index=True)
+    member: Mapped[str] = mapped_column(String(500), default="")
+    study_uid: Mapped[str | None] = mapped_column(String(64))
+    series_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class FindingRow(Base):
     """One finding of a succeeded job: the numbers of the findings document, queryable."""
 

@@ -92,6 +92,11 @@ class ObjectStore(ABC):
         return b"".join(self.iter_chunks(key))
 
     @abstractmethod
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from offset ``start`` (fewer past the end; none from past it);
+        only those bytes are read. Raises ObjectNotFound."""
+
+    @abstractmethod
     def size(self, key: str) -> int:
         """Size in bytes; raises ObjectNotFound."""
 

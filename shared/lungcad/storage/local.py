@@ -88,6 +88,14 @@ class LocalStore(ObjectStore):
             while chunk := handle.read(chunk_size):
                 yield chunk
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size

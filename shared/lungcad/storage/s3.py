@@ -56,9 +56,12 @@ class S3Store(ObjectStore):
             raise StorageUnavailable(f"S3 write of {key} failed: {exc}") from exc
         return StoredObject(key=key, size=reader.size, sha256=reader.sha256)
 
-    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK, offset: int = 0,
+                    length: int = 0) -> Iterator[bytes]:
+        """``offset`` and ``length`` (0: to the end) ask S3 for a byte range only."""
         try:
-            response = self.client.get_object(bucket_name=self.bucket, object_name=check_key(key))
+            response = self.client.get_object(bucket_name=self.bucket, object_name=check_key(key),
+                                              offset=offset, length=length)
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 raise ObjectNotFound(key) from exc
@@ -70,6 +73,16 @@ class S3Store(ObjectStore):
         finally:
             response.close()
             response.release_conn()
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        try:
+            return b"".join(self.iter_chunks(key, offset=start, length=length))
+        except StorageUnavailable:
+            if start >= self.size(key):  # S3 answers a range past the end with 416
+                return b""
+            raise
 
     def size(self, key: str) -> int:
         try:

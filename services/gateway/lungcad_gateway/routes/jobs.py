@@ -30,6 +30,7 @@ from lungcad_gateway.deps import (
     api_key_from,
     authenticate,
 )
+from lungcad_gateway.dicomweb_index import forget_job
 from lungcad_gateway.idempotency import check_key
 from lungcad_gateway.ingest import PhaseTimer, accept_upload, server_timing
 from lungcad_gateway.presenters import artifact_public, job_public
@@ -222,6 +223,7 @@ def delete_job(job_id: str, session: SessionDep, tenant: TenantDep, store: Store
     job.deleted_at = job.deleted_at or utcnow()
     for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job.id)):
         session.delete(artifact)
+    forget_job(session, job.id)
     session.commit()
     store.delete_prefix(f"jobs/{job.id}/")
     runtime.wake_relay.set()
