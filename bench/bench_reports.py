@@ -81,8 +81,9 @@ def run_parts(pre, result, folder: Path) -> dict[str, float]:  # type: ignore[no
         return value
 
     headers = timed("series headers", load_series_headers, folder, pre.slices)
-    seg, segmented = timed("SEG (build)", outputs.seg_report, result, pre.geometry, pre.slices,
-                           headers)
+    seg, segmented = timed("SEG (build)", outputs.seg_report, result.labels,
+                           [f.id for f in result.document.findings], result.document.model,
+                           pre.geometry, pre.slices, headers)
     timed("SEG (encode)", outputs.dicom_bytes, seg)
     timed("SR (build + encode)", lambda: outputs.dicom_bytes(
         outputs.sr_report(result, headers, seg, segmented)))

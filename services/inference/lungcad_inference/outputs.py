@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from lungcad.findings import ModelInfo
 from lungcad.imaging import Geometry
 from lungcad.imaging.slices import SliceTable
 from lungcad_inference.analysis import AnalysisResult
@@ -34,24 +35,24 @@ def dicom_bytes(ds: pydicom.Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def seg_report(result: AnalysisResult, geometry: Geometry, slices: SliceTable,
-               headers: list[pydicom.Dataset]
+def seg_report(labels: np.ndarray, finding_ids: list[str], model: ModelInfo, geometry: Geometry,
+               slices: SliceTable, headers: list[pydicom.Dataset]
                ) -> tuple[pydicom.Dataset | None, list[pydicom.Dataset]]:
-    """The SEG of the findings' outlines and the source headers it references, or ``(None,
-    [])`` when no finding has an outline on the source slices."""
-    if not result.document.findings:
+    """The SEG of the findings' outlines (finding ``finding_ids[j]`` is label ``j + 1`` of
+    ``labels``) and the source headers it references, or ``(None, [])`` when no finding has an
+    outline on the source slices."""
+    if not finding_ids:
         return None, []
     rows, cols = int(headers[0].Rows), int(headers[0].Columns)
-    ids = range(1, len(result.document.findings) + 1)
     # Only the slices the nodules cross are referenced: encoding is then independent of
     # the series length (highdicom walks every source image it is given).
-    used, masks = labels_on_slices(result.labels, geometry, slices, rows, cols, ids)
+    used, label_map = labels_on_slices(labels, geometry, slices, rows, cols,
+                                       range(1, len(finding_ids) + 1))
     if not used:
         return None, []
     segmented = [headers[k] for k in used]
-    model = result.document.model
-    return nodule_segmentation(segmented, masks, [f.id for f in result.document.findings],
-                               model.name, model.version), segmented
+    return nodule_segmentation(segmented, label_map, finding_ids, model.name,
+                               model.version), segmented
 
 
 def sr_report(result: AnalysisResult, headers: list[pydicom.Dataset],
@@ -78,7 +79,8 @@ def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable
     findings reference their SEG segment where the SEG really holds one."""
     headers = load_series_headers(source_folder, slices)
     out: dict[str, tuple[bytes, str]] = {}
-    seg, segmented = seg_report(result, geometry, slices, headers)
+    seg, segmented = seg_report(result.labels, [f.id for f in result.document.findings],
+                                result.document.model, geometry, slices, headers)
     if seg is not None:
         out["seg.dcm"] = (dicom_bytes(seg), DICOM)
     out["sr.dcm"] = (dicom_bytes(sr_report(result, headers, seg, segmented)), DICOM)
@@ -89,9 +91,9 @@ def key_images(hu: np.ndarray, result: AnalysisResult) -> dict[str, tuple[bytes,
     """Axial, coronal and sagittal key images of every finding."""
     out: dict[str, tuple[bytes, str]] = {}
     for k, finding in enumerate(result.document.findings):
-        mask = result.labels == k + 1
         centre = result.measurements[k].center_zyx
-        for plane, png in keyimages.finding_images(hu, mask, centre, finding.id).items():
+        for plane, png in keyimages.finding_images(hu, result.labels, k + 1, centre,
+                                                   finding.id).items():
             out[f"keyimages/{finding.id}_{plane}.png"] = (png, PNG)
     return out
 
