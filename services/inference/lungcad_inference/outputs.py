@@ -2,7 +2,8 @@
 
 Returns ``{name: (bytes, content_type)}``; the task stores them, ``lungcad analyze`` writes them
 to a folder. SR and SEG need the original DICOM series (``source_folder``); volumes uploaded as
-NIfTI, MetaImage or NRRD get the JSON and images only.
+NIfTI, MetaImage or NRRD get the JSON and images only. Each part is its own function
+(``bench/bench_reports.py`` times them one by one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from lungcad.findings import ModelInfo
 from lungcad.imaging import Geometry
 from lungcad.imaging.slices import SliceTable
 from lungcad_inference.analysis import AnalysisResult
@@ -27,32 +29,35 @@ log = logging.getLogger(__name__)
 PNG, JSON, DICOM = "image/png", "application/json", "application/dicom"
 
 
-def _dicom_bytes(ds: pydicom.Dataset) -> bytes:
+def dicom_bytes(ds: pydicom.Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 
-def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable,
-                  source_folder: Path) -> dict[str, tuple[bytes, str]]:
-    """The SEG first (when any finding has an outline on the source slices), then the SR, whose
-    findings reference their SEG segment where the SEG really holds one."""
-    headers = load_series_headers(source_folder, slices)
-    model = result.document.model
-    out: dict[str, tuple[bytes, str]] = {}
-    seg, segmented = None, []
-    if result.document.findings:
-        rows, cols = int(headers[0].Rows), int(headers[0].Columns)
-        ids = range(1, len(result.document.findings) + 1)
-        # Only the slices the nodules cross are referenced: encoding is then independent of
-        # the series length (highdicom walks every source image it is given).
-        used, masks = labels_on_slices(result.labels, geometry, slices, rows, cols, ids)
-        if used:
-            segmented = [headers[k] for k in used]
-            seg = nodule_segmentation(segmented, masks,
-                                      [f.id for f in result.document.findings],
-                                      model.name, model.version)
-            out["seg.dcm"] = (_dicom_bytes(seg), DICOM)
+def seg_report(labels: np.ndarray, finding_ids: list[str], model: ModelInfo, geometry: Geometry,
+               slices: SliceTable, headers: list[pydicom.Dataset]
+               ) -> tuple[pydicom.Dataset | None, list[pydicom.Dataset]]:
+    """The SEG of the findings' outlines (finding ``finding_ids[j]`` is label ``j + 1`` of
+    ``labels``) and the source headers it references, or ``(None, [])`` when no finding has an
+    outline on the source slices."""
+    if not finding_ids:
+        return None, []
+    rows, cols = int(headers[0].Rows), int(headers[0].Columns)
+    # Only the slices the nodules cross are referenced: encoding is then independent of
+    # the series length (highdicom walks every source image it is given).
+    used, label_map = labels_on_slices(labels, geometry, slices, rows, cols,
+                                       range(1, len(finding_ids) + 1))
+    if not used:
+        return None, []
+    segmented = [headers[k] for k in used]
+    return nodule_segmentation(segmented, label_map, finding_ids, model.name,
+                               model.version), segmented
+
+
+def sr_report(result: AnalysisResult, headers: list[pydicom.Dataset],
+              seg: pydicom.Dataset | None, segmented: list[pydicom.Dataset]) -> pydicom.Dataset:
+    """The SR; its findings reference their SEG segment where ``seg`` really holds one."""
     segments = segment_references(seg) if seg is not None else {}
     items = []
     for number, (finding, hit) in enumerate(zip(result.document.findings, result.hits,
@@ -62,29 +67,52 @@ def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable
                                    segments.get(number)))
     evidence = [headers[h.index] for h in result.hits if h is not None] or headers[:1]
     unique = {ds.SOPInstanceUID: ds for ds in evidence}
-    if segments:  # the SEG and its source slices are referenced from the content
+    if segments and seg is not None:  # the SEG and its source slices are referenced
         unique.update({ds.SOPInstanceUID: ds for ds in [*segmented, seg]})
-    sr = measurement_report(items, list(unique.values()), model.name, model.version)
-    out["sr.dcm"] = (_dicom_bytes(sr), DICOM)
+    model = result.document.model
+    return measurement_report(items, list(unique.values()), model.name, model.version)
+
+
+def dicom_reports(result: AnalysisResult, geometry: Geometry, slices: SliceTable,
+                  source_folder: Path) -> dict[str, tuple[bytes, str]]:
+    """The SEG first (when any finding has an outline on the source slices), then the SR, whose
+    findings reference their SEG segment where the SEG really holds one."""
+    headers = load_series_headers(source_folder, slices)
+    out: dict[str, tuple[bytes, str]] = {}
+    seg, segmented = seg_report(result.labels, [f.id for f in result.document.findings],
+                                result.document.model, geometry, slices, headers)
+    if seg is not None:
+        out["seg.dcm"] = (dicom_bytes(seg), DICOM)
+    out["sr.dcm"] = (dicom_bytes(sr_report(result, headers, seg, segmented)), DICOM)
     return out
+
+
+def key_images(hu: np.ndarray, result: AnalysisResult) -> dict[str, tuple[bytes, str]]:
+    """Axial, coronal and sagittal key images of every finding."""
+    out: dict[str, tuple[bytes, str]] = {}
+    for k, finding in enumerate(result.document.findings):
+        centre = result.measurements[k].center_zyx
+        for plane, png in keyimages.finding_images(hu, result.labels, k + 1, centre,
+                                                   finding.id).items():
+            out[f"keyimages/{finding.id}_{plane}.png"] = (png, PNG)
+    return out
+
+
+def overview(hu: np.ndarray, lungs: np.ndarray, result: AnalysisResult) -> bytes:
+    return keyimages.overview_image(
+        hu, lungs, [(f.id, m.center_zyx, f.diameter_mm)
+                    for f, m in zip(result.document.findings, result.measurements, strict=True)])
 
 
 def render_outputs(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: dict[str, Any],
                    result: AnalysisResult, source_folder: Path | None
                    ) -> dict[str, tuple[bytes, str]]:
-    out: dict[str, tuple[bytes, str]] = {}
-    document = result.document
-    for k, finding in enumerate(document.findings):
-        mask = result.labels == k + 1
-        centre = result.measurements[k].center_zyx
-        for plane, png in keyimages.finding_images(hu, mask, centre, finding.id).items():
-            out[f"keyimages/{finding.id}_{plane}.png"] = (png, PNG)
-    out["overview.png"] = (keyimages.overview_image(
-        hu, lungs, [(f.id, m.center_zyx, f.diameter_mm)
-                    for f, m in zip(document.findings, result.measurements, strict=True)]), PNG)
+    out = key_images(hu, result)
+    out["overview.png"] = (overview(hu, lungs, result), PNG)
     source = meta.get("source", {})
     if source_folder is not None and source.get("slices"):
         out.update(dicom_reports(result, geometry, SliceTable.from_dict(source["slices"]),
                                  source_folder))
-    out["findings.json"] = (document.model_dump_json(by_alias=True, indent=2).encode(), JSON)
+    out["findings.json"] = (result.document.model_dump_json(by_alias=True, indent=2).encode(),
+                            JSON)
     return out

@@ -18,10 +18,12 @@ def algorithm(model_name: str, model_version: str) -> hd.AlgorithmIdentification
                                               family=codes.DCM.ArtificialIntelligence)
 
 
-def nodule_segmentation(source_images: list[pydicom.Dataset], masks: np.ndarray,
+def nodule_segmentation(source_images: list[pydicom.Dataset], label_map: np.ndarray,
                         finding_ids: list[str], model_name: str, model_version: str
                         ) -> pydicom.Dataset:
-    """``masks``: ``(n_slices, rows, cols, n_findings)`` booleans on ``source_images``."""
+    """``label_map``: ``(n_slices, rows, cols)`` uint16 on ``source_images``, ``j + 1`` on the
+    pixels of ``finding_ids[j]`` (segment ``j + 1``), 0 elsewhere. A label map, not one stacked
+    boolean channel per finding: highdicom then neither casts nor sums a channel axis."""
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=i + 1, segment_label=f"{fid} nodule",
@@ -32,7 +34,7 @@ def nodule_segmentation(source_images: list[pydicom.Dataset], masks: np.ndarray,
             tracking_uid=hd.UID(), tracking_id=fid)
         for i, fid in enumerate(finding_ids)]
     return hd.seg.Segmentation(
-        source_images=source_images, pixel_array=masks.astype(np.uint8),
+        source_images=source_images, pixel_array=label_map,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=901,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,

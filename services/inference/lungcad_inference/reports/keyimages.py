@@ -57,26 +57,27 @@ def _render(gray: np.ndarray, mask: np.ndarray | None, label: str) -> Image.Imag
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=3)  # optimize=True costs ~90 ms an image
+    # level 1: half the time of level 3 for 20 % more bytes (optimize=True costs ~90 ms)
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
-def finding_images(hu: np.ndarray, nodule_mask: np.ndarray, center_zyx: tuple[float, ...],
-                   finding_id: str) -> dict[str, bytes]:
+def finding_images(hu: np.ndarray, labels: np.ndarray, label: int,
+                   center_zyx: tuple[float, ...], finding_id: str) -> dict[str, bytes]:
     """``{"axial": png, "coronal": png, "sagittal": png}`` around one finding.
 
-    ``nodule_mask`` is a full-grid boolean mask of the nodule."""
+    ``labels`` is the full-grid label volume; the finding's outline is where it equals
+    ``label``. Only the three crops are windowed and compared (not the whole volume)."""
     c = np.clip(np.round(center_zyx).astype(int), 0, np.asarray(hu.shape) - 1)
-    gray = window(hu)
     images = {}
     axes = {"axial": (0, (1, 2)), "coronal": (1, (0, 2)), "sagittal": (2, (0, 1))}
     for plane, (axis, (a, b)) in axes.items():
-        img = _plane(gray, plane, int(c[axis]))
-        msk = _plane(nodule_mask, plane, int(c[axis]))
+        img = _plane(hu, plane, int(c[axis]))
         ca = (hu.shape[a] - 1 - c[a]) if plane != "axial" and a == 0 else c[a]
         r0, r1 = _crop_box(int(ca), CROP_MM, img.shape[0])
         c0, c1 = _crop_box(int(c[b]), CROP_MM, img.shape[1])
-        images[plane] = _png(_render(img[r0:r1, c0:c1], msk[r0:r1, c0:c1],
+        outline = _plane(labels, plane, int(c[axis]))[r0:r1, c0:c1] == label
+        images[plane] = _png(_render(window(img[r0:r1, c0:c1]), outline,
                                      f"{finding_id} {plane}"))
     return images
 
