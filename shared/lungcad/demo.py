@@ -24,7 +24,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from lungcad.findings import NOTICE
+from lungcad.findings import NOTICE, Location
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 LOG_NAME = "demo.log"
@@ -54,9 +54,9 @@ def findings_summary(result: dict[str, Any]) -> list[str]:
              f"{case['lung_rads']['category']}, cancer probability "
              f"{case['cancer_probability']:.0%}"]
     for f in findings[:5]:
-        where = f["location"]
+        where = Location.model_validate(f["location"]).text()
         lines.append(f"  {f['id']}: {f['diameter_mm']:.1f} mm {f['type']} nodule, "
-                     f"{where['side']} {where['zone']} zone, Lung-RADS "
+                     f"{where}, Lung-RADS "
                      f"{f['lung_rads']['category']}, malignancy {f['malignancy_probability']:.0%}")
     if len(findings) > 5:
         lines.append(f"  ... and {len(findings) - 5} more (see the dashboard)")
