@@ -184,6 +184,27 @@ def test_feedback_is_stored_with_who_and_when(gateway: Gateway, synthetic_case: 
     assert {e.resource for e in events} >= {f"jobs/{job}/feedback/add/M1"}
 
 
+def test_an_added_nodule_can_be_withdrawn_once(gateway: Gateway, synthetic_case: Case) -> None:
+    """Undo of "add missed nodule": a withdraw entry joins the trail (nothing is erased); only
+    an added nodule, and only once."""
+    job = synthetic_case.job_id
+    grid = Geometry.from_dict(synthetic_case.result.meta["geometry"])
+    point = [int(n // 2) for n in grid.shape]
+    url = f"/v1/jobs/{job}/feedback"
+    with gateway.client() as client:
+        added = client.post(url, json={"action": "add", "index_zyx": point}).json()
+        undo = client.post(url, json={"action": "withdraw", "finding_id": added["finding_id"]})
+        again = client.post(url, json={"action": "withdraw", "finding_id": added["finding_id"]})
+        finding = client.post(url, json={"action": "withdraw", "finding_id": "F1"})
+        listing = client.get(url).json()
+    assert undo.status_code == 201, undo.text
+    assert undo.json()["finding_id"] == added["finding_id"]
+    for refused in (again, finding):
+        assert refused.status_code == 422 and refused.json()["code"] == "finding_not_found"
+    assert [(e["action"], e["finding_id"]) for e in listing["data"]] == [
+        ("add", added["finding_id"]), ("withdraw", added["finding_id"])]
+
+
 def test_session_cookie_signs_in_and_guards_writes(gateway: Gateway,
                                                    synthetic_case: Case) -> None:
     job = synthetic_case.job_id
