@@ -63,6 +63,23 @@ def test_a_failed_volume_download_retries_then_offers_retry(
     assert page.errors == []
 
 
+def test_an_unavailable_worklist_offers_retry(page: Any,
+                                              dashboard: tuple[Gateway, Case]) -> None:
+    gateway, case = dashboard
+    page.route("**/v1/worklist?*", lambda route: route.fulfill(
+        status=503, headers={"Retry-After": "0"}, content_type="application/problem+json",
+        body='{"detail": "The service is briefly unavailable."}'))
+    sign_in(page, gateway)
+    alert = page.get_by_role("alert").filter(has_text="Could not load the worklist")
+    alert.wait_for()
+    assert "briefly unavailable" in alert.inner_text()
+    page.unroute("**/v1/worklist?*")
+    page.get_by_role("button", name="Retry").click()
+    page.locator(f'tr[data-job="{case.job_id}"]').wait_for()
+    assert page.get_by_role("alert").count() == 0
+    assert page.errors == []
+
+
 def test_the_dashboard_honours_the_rate_limit(page: Any, tmp_path: Path,
                                               request: Any,
                                               synthetic_study: tuple[Path, Preprocessed]

@@ -83,7 +83,11 @@ export function showWorklist(root) {
     try {
       page = await request(`/v1/worklist?${params}`);
     } catch (error) {
-      status.textContent = `Could not load the worklist: ${/** @type {Error} */ (error).message}`;
+      if (!root.contains(body)) return;
+      const again = h("button", { type: "button", class: "retry", text: "Retry" });
+      again.addEventListener("click", () => load());
+      replace(status, `Could not load the worklist: ${/** @type {Error} */ (error).message} `, again);
+      status.setAttribute("role", "alert");
       return;
     }
     if (!root.contains(body)) return;
@@ -95,6 +99,7 @@ export function showWorklist(root) {
     next.addEventListener("click", () => { query.offset += PAGE; load(); });
     replace(pager, prev, h("span", { text: page.count ? `${page.offset + 1}–${last} of ${page.count}` : "0 jobs" }), next);
     status.textContent = "";
+    status.setAttribute("role", "status");
     if (page.data.some((/** @type {any} */ r) => RUNNING.has(r.job.state))) timer = window.setTimeout(load, 2000);
   }
 
