@@ -26,8 +26,8 @@ export const LABELS = {
 
 /** The category with its rule and management, as visible text. @param {{category: string, rule: string}} rads */
 export function lungRadsBlock(rads) {
-  return h("div", { class: `lung-rads rads-${rads.category}` },
-    h("p", {}, "Lung-RADS v2022 category ", h("strong", { class: "rads-category", text: rads.category })),
+  return h("div", { class: "lung-rads", dataset: { category: rads.category } },
+    h("p", {}, "Lung-RADS v2022 category ", h("strong", { class: `rads-category rads-${rads.category}`, text: rads.category })),
     h("p", { class: "rads-rule" }, h("span", { class: "muted", text: "Rule: " }), rads.rule),
     h("p", { class: "rads-management" }, h("span", { class: "muted", text: "Management: " }),
       MANAGEMENT[rads.category] || "—"));
