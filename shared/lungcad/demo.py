@@ -24,7 +24,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from lungcad.findings import NOTICE
+from lungcad.findings import NOTICE, Location
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 LOG_NAME = "demo.log"
@@ -50,14 +50,15 @@ def findings_summary(result: dict[str, Any]) -> list[str]:
     five), then the notice."""
     case = result["case"]
     findings = sorted(result["findings"], key=lambda f: -f["diameter_mm"])
-    lines = [f"{len(findings)} finding(s); case: {case['class']}, Lung-RADS "
-             f"{case['lung_rads']['category']}, cancer probability "
-             f"{case['cancer_probability']:.0%}"]
+    lines = [f"{len(findings)} finding(s); case: {case['class']}, Lung-RADS v2022 "
+             f"{case['lung_rads']['category']}, model malignancy score "
+             f"{case['cancer_probability']:.0%} (not a calibrated risk)"]
     for f in findings[:5]:
-        where = f["location"]
+        where = Location.model_validate(f["location"]).text()
         lines.append(f"  {f['id']}: {f['diameter_mm']:.1f} mm {f['type']} nodule, "
-                     f"{where['side']} {where['zone']} zone, Lung-RADS "
-                     f"{f['lung_rads']['category']}, malignancy {f['malignancy_probability']:.0%}")
+                     f"{where}, Lung-RADS "
+                     f"{f['lung_rads']['category']}, Brock risk {f['brock_probability']:.1%}, "
+                     f"model score {f['malignancy_probability']:.0%}")
     if len(findings) > 5:
         lines.append(f"  ... and {len(findings) - 5} more (see the dashboard)")
     lines.append(NOTICE)

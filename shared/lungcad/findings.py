@@ -41,8 +41,16 @@ class LungsInfo(BaseModel):
 
 class Location(BaseModel):
     side: Literal["right", "left"]
-    zone: Literal["upper", "middle", "lower"]
+    zone: Literal["upper", "middle", "lower"] = Field(
+        description="The lobe, estimated from the position in the lung mask: right upper, "
+                    "middle or lower; left upper or lower (the left lung has no middle lobe)")
+    lingula: bool = Field(False, description="In the lingula of the left upper lobe")
     juxtapleural: bool
+
+    def text(self) -> str:
+        """In words, e.g. "left upper lobe (lingula), juxtapleural"."""
+        return (f"{self.side} {self.zone} lobe" + (" (lingula)" if self.lingula else "")
+                + (", juxtapleural" if self.juxtapleural else ""))
 
 
 class Margin(BaseModel):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import io
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from lungcad.db.models import AuditEvent, FindingFeedback
+from lungcad.db.models import AuditEvent, FindingFeedback, FindingRow
 from lungcad.imaging.geometry import Geometry
+from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import Gateway
-from tests.frontend.cases import upload
+from tests.frontend.cases import findings_document, publish_case, upload
 from tests.frontend.conftest import Case
 
 
@@ -120,6 +122,31 @@ def test_worklist_summarises_findings_sorts_and_filters(gateway: Gateway, synthe
         assert client.get("/v1/worklist", params={"sort": "nope"}).status_code == 422
 
 
+def test_worklist_labels_brock_risk_and_shows_category_1_without_nodules(
+        gateway: Gateway, synthetic_case: Case,
+        synthetic_study: tuple[Path, Preprocessed]) -> None:
+    """The risk figure is the Brock probability (the CNN score is separate and named as a
+    score); a study analysed without nodules is Lung-RADS 1, filterable as such."""
+    path, result = synthetic_study
+    empty = upload(gateway, path)
+    publish_case(gateway, empty["id"], result, findings_document(result, [], empty["id"]))
+    with gateway.runtime.sessions() as session:
+        rows = session.scalars(select(FindingRow).where(
+            FindingRow.job_id == synthetic_case.job_id)).all()
+    with gateway.client() as client:
+        page = client.get("/v1/worklist").json()
+        items = {r["job"]["id"]: r for r in page["data"]}
+        done = items[synthetic_case.job_id]
+        assert done["brock_risk"] == pytest.approx(max(r.brock_probability for r in rows))
+        assert done["malignancy_score"] == pytest.approx(
+            max(r.malignancy_probability for r in rows))
+        assert items[empty["id"]]["nodules"] == 0 and items[empty["id"]]["lung_rads"] == "1"
+        ones = client.get("/v1/worklist", params={"lung_rads": ["1"]}).json()
+        assert [r["job"]["id"] for r in ones["data"]] == [empty["id"]]
+        by_brock = client.get("/v1/worklist", params={"sort": "brock_risk"}).json()
+        assert by_brock["data"][0]["job"]["id"] == synthetic_case.job_id
+
+
 def test_feedback_is_stored_with_who_and_when(gateway: Gateway, synthetic_case: Case) -> None:
     job = synthetic_case.job_id
     grid = Geometry.from_dict(synthetic_case.result.meta["geometry"])
@@ -155,6 +182,27 @@ def test_feedback_is_stored_with_who_and_when(gateway: Gateway, synthetic_case: 
         events = session.scalars(select(AuditEvent).where(AuditEvent.action == "write")).all()
     assert len(rows) == 3 and all(r.created_at and r.actor for r in rows)
     assert {e.resource for e in events} >= {f"jobs/{job}/feedback/add/M1"}
+
+
+def test_an_added_nodule_can_be_withdrawn_once(gateway: Gateway, synthetic_case: Case) -> None:
+    """Undo of "add missed nodule": a withdraw entry joins the trail (nothing is erased); only
+    an added nodule, and only once."""
+    job = synthetic_case.job_id
+    grid = Geometry.from_dict(synthetic_case.result.meta["geometry"])
+    point = [int(n // 2) for n in grid.shape]
+    url = f"/v1/jobs/{job}/feedback"
+    with gateway.client() as client:
+        added = client.post(url, json={"action": "add", "index_zyx": point}).json()
+        undo = client.post(url, json={"action": "withdraw", "finding_id": added["finding_id"]})
+        again = client.post(url, json={"action": "withdraw", "finding_id": added["finding_id"]})
+        finding = client.post(url, json={"action": "withdraw", "finding_id": "F1"})
+        listing = client.get(url).json()
+    assert undo.status_code == 201, undo.text
+    assert undo.json()["finding_id"] == added["finding_id"]
+    for refused in (again, finding):
+        assert refused.status_code == 422 and refused.json()["code"] == "finding_not_found"
+    assert [(e["action"], e["finding_id"]) for e in listing["data"]] == [
+        ("add", added["finding_id"]), ("withdraw", added["finding_id"])]
 
 
 def test_session_cookie_signs_in_and_guards_writes(gateway: Gateway,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungcad_inference.clinical.measure import feret_2d, measure_nodule
+from lungcad.findings import Location
+from lungcad_inference.clinical.measure import feret_2d, lobe_of, measure_nodule
 
 
 def chest(shape: tuple[int, int, int] = (80, 120, 160)) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +131,37 @@ def test_a_mass_beyond_the_learned_range_keeps_the_threshold_growth() -> None:
     cube[(zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 <= 8.0**2] = True  # under-segmented
     m = measure_nodule(hu.astype(np.int16), lungs, center, 26.0, (cube, np.array([24, 44, 24])))
     assert abs(m.long_axis_mm - 26.0) <= 2.0
+
+
+@pytest.mark.parametrize(("height", "depth", "right", "left"), [
+    (0.9, 0.5, ("upper", False), ("upper", False)),  # apex
+    (0.4, 0.2, ("middle", False), ("upper", True)),  # front, mid-height: middle lobe / lingula
+    (0.1, 0.05, ("middle", False), ("upper", True)),  # anterior base, above the oblique fissure
+    (0.4, 0.9, ("lower", False), ("lower", False)),  # back, mid-height
+    (0.05, 0.5, ("lower", False), ("lower", False)),  # base
+])
+def test_lobe_of_a_point(height: float, depth: float, right: tuple[str, bool],
+                         left: tuple[str, bool]) -> None:
+    assert lobe_of("right", height, depth) == right
+    assert lobe_of("left", height, depth) == left
+
+
+def test_the_left_lung_has_no_middle_lobe() -> None:
+    """A nodule at mid-height in front of the left lung lies in the lingula (left upper lobe);
+    the same place on the right is the middle lobe. Before: both read "middle"."""
+    hu, lungs = chest()
+    add_sphere(hu, (38, 25, 115), 4, 30.0)  # left lung, front, mid-height
+    add_sphere(hu, (38, 25, 40), 4, 30.0)  # right lung, same place
+    left = measure_nodule(hu.astype(np.int16), lungs, (38, 25, 115), 8)
+    right = measure_nodule(hu.astype(np.int16), lungs, (38, 25, 40), 8)
+    assert (left.side, left.zone, left.lingula) == ("left", "upper", True)
+    assert (right.side, right.zone, right.lingula) == ("right", "middle", False)
+    grid = [lobe_of("left", h, d) for h in np.linspace(0, 1, 21) for d in np.linspace(0, 1, 21)]
+    assert {lobe for lobe, _ in grid} == {"upper", "lower"}
+
+
+def test_location_in_words() -> None:
+    assert Location(side="left", zone="upper", lingula=True, juxtapleural=True).text() == \
+        "left upper lobe (lingula), juxtapleural"
+    assert Location(side="right", zone="middle", juxtapleural=False).text() == \
+        "right middle lobe"

@@ -9,6 +9,70 @@
 /** @type {string | null} */
 let csrf = null;
 
+/** Answers worth another try: rate limited, or the server (or a proxy) briefly unavailable. */
+const TRANSIENT = new Set([429, 502, 503, 504]);
+export const RETRY = { attempts: 4, rateLimitedAttempts: 10, baseMs: 500, maxWaitMs: 20_000, timeoutMs: 30_000 };
+/** The rate limit is per key, so one 429 pauses every request of this page until Retry-After. */
+let pausedUntil = 0;
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * How long to wait before attempt `attempt + 1`: the server's Retry-After (seconds) when it
+ * sent one, else exponential backoff with jitter; never more than RETRY.maxWaitMs.
+ * @param {number} attempt 0-based @param {Response | null} response
+ */
+export function retryDelayMs(attempt, response) {
+  const header = Number(response?.headers.get("Retry-After"));
+  const backoff = RETRY.baseMs * 2 ** attempt * (0.75 + Math.random() / 2);
+  return Math.min(RETRY.maxWaitMs, Number.isFinite(header) && header >= 0 && response?.headers.has("Retry-After")
+    ? header * 1000 + Math.random() * 250 : backoff);
+}
+
+/**
+ * `fetch` with a timeout (until the answer's headers) and retries: a network error, a timeout
+ * or a 502/503/504 answer is tried again with backoff (`Retry-After` honoured), up to
+ * RETRY.attempts times in all; a 429 up to RETRY.rateLimitedAttempts times, and it holds back
+ * the page's other requests until its Retry-After. Unsafe methods are retried on 429 only
+ * (nothing was done).
+ * Resolves with the last answer (which may be an error status); rejects with an ApiError
+ * `network_error` when no answer came.
+ * @param {string} url @param {RequestInit} [init]
+ * @returns {Promise<Response>}
+ */
+export async function fetchWithRetry(url, init = {}) {
+  const safe = ["GET", "HEAD"].includes((init.method || "GET").toUpperCase());
+  let limited = 0;
+  for (let attempt = 0; ; attempt++) {
+    if (pausedUntil > Date.now()) await sleep(pausedUntil - Date.now());
+    const last = attempt - limited + 1 >= RETRY.attempts || limited + 1 >= RETRY.rateLimitedAttempts;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), RETRY.timeoutMs);
+    /** @type {Response | null} */
+    let response = null;
+    try {
+      response = await fetch(url, { credentials: "same-origin", cache: "no-store", ...init, signal: abort.signal });
+    } catch (error) {
+      if (last || !safe) {
+        throw new ApiError(0, "network_error", abort.signal.aborted
+          ? `No answer from the server within ${RETRY.timeoutMs / 1000} s.`
+          : `The server could not be reached (${/** @type {Error} */ (error).message}).`);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (response && (last || !TRANSIENT.has(response.status) || (!safe && response.status !== 429))) return response;
+    if (response) await response.body?.cancel().catch(() => {});
+    const wait = retryDelayMs(attempt - limited, response);
+    if (response?.status === 429) {
+      limited++;
+      pausedUntil = Math.max(pausedUntil, Date.now() + wait);
+    }
+    await sleep(wait);
+  }
+}
+
 export class ApiError extends Error {
   /** @param {number} status @param {string} code @param {string} detail */
   constructor(status, code, detail) {
@@ -46,7 +110,7 @@ export async function request(path, options = {}) {
     headers["Content-Type"] = "application/json";
     body = JSON.stringify(options.json);
   }
-  const response = await fetch(path, { method, headers, body, credentials: "same-origin", cache: "no-store" });
+  const response = await fetchWithRetry(path, { method, headers, body });
   if (!response.ok) throw await problemOf(response);
   return response.status === 204 ? null : response.json();
 }

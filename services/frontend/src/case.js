@@ -1,53 +1,77 @@
 // @ts-check
 /** The case view: the slice viewer, the findings table, feedback, key images and downloads. */
-import { ApiError, request } from "./api.js";
+import { request } from "./api.js";
 import { dicomDate, fmt, h, pct, progressBar, replace, size } from "./dom.js";
+import { KeyImages } from "./keyimages.js";
+import { LABELS, MANAGEMENT, caseRisk, locationText } from "./risk.js";
 import { PRESETS, SliceViewer } from "./viewer.js";
 import { fetchArray } from "./volume.js";
 
 /** @type {SliceViewer | null} */
 let current = null;
+/** @type {KeyImages | null} */
+let keyImageLoader = null;
+let generation = 0; // a case left while it loads must not draw over the next page
 
 export function leaveCase() {
+  generation++;
   current?.destroy();
   current = null;
+  keyImageLoader?.destroy();
+  keyImageLoader = null;
+}
+
+/** @param {HTMLElement} root @param {Error} error @param {() => void} retry */
+function showLoadError(root, error, retry) {
+  const again = h("button", { type: "button", class: "retry", text: "Retry" });
+  again.addEventListener("click", retry);
+  replace(root, h("section", { class: "error-panel", role: "alert" },
+    h("h1", { text: "This case cannot be shown" }), h("p", { text: error.message }),
+    h("p", {}, again, " ", h("a", { href: "#/worklist", text: "Back to the worklist" }))));
+  again.focus();
 }
 
 /** @param {HTMLElement} root @param {string} jobId */
 export async function showCase(root, jobId) {
   leaveCase();
+  const mine = generation;
   const t0 = performance.now();
   const status = progressBar("Loading the images");
   replace(root, h("section", { class: "case-loading" }, h("h1", { text: "Opening case…" }), status.el));
   /** @type {any} */
   let info;
+  /** @type {any} */
+  let volume;
+  /** @type {any} */
+  let mask;
   try {
     info = await request(`/v1/jobs/${encodeURIComponent(jobId)}/viewer`);
+    const fractions = [0, 0];
+    const show = () => status.set(((fractions[0] * 3 + fractions[1]) / 4) * 100, "Loading the images…");
+    [volume, mask] = await Promise.all([
+      fetchArray(info.volume.url, (f) => { fractions[0] = f; show(); }),
+      info.mask ? fetchArray(info.mask.url, (f) => { fractions[1] = f; show(); }) : Promise.resolve(null),
+    ]);
   } catch (error) {
-    const e = /** @type {ApiError} */ (error);
-    replace(root, h("section", { class: "error-panel", role: "alert" },
-      h("h1", { text: "This case cannot be shown" }), h("p", { text: e.message }),
-      h("p", {}, h("a", { href: "#/worklist", text: "Back to the worklist" }))));
+    if (mine === generation) showLoadError(root, /** @type {Error} */ (error), () => showCase(root, jobId));
     return;
   }
-  const fractions = [0, 0];
-  const show = () => status.set(((fractions[0] * 3 + fractions[1]) / 4) * 100, "Loading the images…");
-  const [volume, mask] = await Promise.all([
-    fetchArray(info.volume.url, (f) => { fractions[0] = f; show(); }),
-    info.mask ? fetchArray(info.mask.url, (f) => { fractions[1] = f; show(); }) : Promise.resolve(null),
-  ]);
-  const layout = buildLayout(root, info);
+  if (mine !== generation) return;
+  keyImageLoader = new KeyImages();
+  const layout = buildLayout(root, info, keyImageLoader);
   const viewer = new SliceViewer(layout.viewport, {
     volume: /** @type {Int16Array} */ (volume.data), shape: volume.shape,
     mask: mask ? /** @type {Uint8Array} */ (mask.data) : null,
-    onPick: (zyx) => addMissed(info, zyx, layout),
+    onPick: (zyx) => layout.addMissed(zyx),
+    onWindow: () => layout.windowChanged(),
   });
   current = viewer;
   layout.bind(viewer);
   const feedback = await loadFeedback(info, layout);
+  if (mine !== generation) return;
   layout.refreshMarkers(feedback);
   const first = info.findings[0];
-  if (first) viewer.jumpTo(first.index_zyx, first.finding.id);
+  if (first) layout.select(first.finding.id);
   requestAnimationFrame(() => {
     const perf = /** @type {any} */ (window).__lungcadPerf;
     perf.openMs = performance.now() - t0;
@@ -55,8 +79,8 @@ export async function showCase(root, jobId) {
   });
 }
 
-/** @param {HTMLElement} root @param {any} info */
-function buildLayout(root, info) {
+/** @param {HTMLElement} root @param {any} info @param {KeyImages} loader */
+function buildLayout(root, info, loader) {
   const job = info.job;
   const viewport = h("div", { class: "viewport", "aria-label": "Slice viewer" });
   const presetButtons = Object.entries(PRESETS).map(([name, p]) =>
@@ -65,7 +89,7 @@ function buildLayout(root, info) {
     h("button", { type: "button", class: "tool", dataset: { tool }, "aria-pressed": tool === "window" ? "true" : "false", text: label }));
   /** @param {string} name @param {string} label */
   const toggle = (name, label) => h("label", { class: "toggle" },
-    h("input", { type: "checkbox", checked: true, dataset: { overlay: name }, "aria-label": label }), label);
+    h("input", { type: "checkbox", checked: name !== "mask", dataset: { overlay: name }, "aria-label": label }), label);
   const zoomIn = h("button", { type: "button", "aria-label": "Zoom in", text: "+" });
   const zoomOut = h("button", { type: "button", "aria-label": "Zoom out", text: "−" });
   const reset = h("button", { type: "button", text: "Reset view" });
@@ -79,10 +103,10 @@ function buildLayout(root, info) {
   const trail = h("ol", { class: "trail", "aria-live": "polite" });
   const keyImages = h("div", { class: "key-images" });
   const message = h("p", { class: "message", role: "status" });
+  const detail = h("div", { class: "finding-detail", "aria-live": "polite" });
   const summary = info.case
-    ? h("p", { class: "case-summary" }, "Case: Lung-RADS ", h("strong", { text: info.case.lung_rads.category }),
-      ` · ${info.case.class} · cancer probability ${pct(info.case.cancer_probability)}`,
-      info.model ? h("span", { class: "muted", text: ` · model ${info.model.name} ${info.model.version}` }) : null)
+    ? h("div", { class: "case-summary" }, caseRisk(info),
+      info.model ? h("p", { class: "muted", text: `Model ${info.model.name} ${info.model.version}` }) : null)
     : h("p", { class: "muted", text: job.state === "succeeded" ? "No findings document." : `Findings are not ready (job ${job.state}).` });
   const downloads = h("ul", { class: "downloads" }, info.downloads.length
     ? info.downloads.map((/** @type {any} */ d) => h("li", {}, h("a", { href: d.url, download: d.name, text: d.name }), ` (${size(d.size)})`))
@@ -102,9 +126,13 @@ function buildLayout(root, info) {
         h("h2", { text: "Findings" }),
         h("table", { class: "findings" },
           h("caption", { class: "sr-only", text: "Findings; select a row to show the nodule" }),
-          h("thead", {}, h("tr", {}, ["ID", "Diam. mm", "Vol. mm³", "Type", "Location", "Malig.", "Brock", "Lung-RADS", "Review"]
-            .map((t) => h("th", { scope: "col", text: t })))),
+          h("thead", {}, h("tr", {}, [["ID"], ["Diam. mm"], ["Vol. mm³"], ["Type"], ["Location"],
+            ["Lung-RADS", "Lung-RADS v2022 category"], ["Brock risk", LABELS.brockHelp],
+            ["Model score", LABELS.scoreHelp], ["Review"]]
+            .map(([t, help]) => h("th", { scope: "col", text: t, title: help })))),
           findingsBody),
+        h("p", { class: "legend muted" }, `Brock risk: ${LABELS.brockHelp} Model score: ${LABELS.scoreHelp}`),
+        detail,
         message,
         h("h2", { text: "Key images" }), keyImages,
         h("h2", { text: "Downloads" }), downloads,
@@ -124,9 +152,9 @@ function buildLayout(root, info) {
     const row = h("tr", { tabindex: 0, dataset: { finding: f.id }, "aria-label": `Finding ${f.id}: show it` },
       h("th", { scope: "row", text: f.id }),
       h("td", { text: fmt(f.diameter_mm) }), h("td", { text: fmt(f.volume_mm3, 0) }), h("td", { text: f.type }),
-      h("td", { text: `${f.location.side} ${f.location.zone}${f.location.juxtapleural ? ", juxtapleural" : ""}` }),
-      h("td", { text: pct(f.malignancy_probability) }), h("td", { text: pct(f.brock_probability) }),
-      h("td", { text: f.lung_rads.category, title: f.lung_rads.rule }),
+      h("td", { text: locationText(f.location) }),
+      h("td", { class: `rads rads-${f.lung_rads.category}`, text: f.lung_rads.category }),
+      h("td", { text: pct(f.brock_probability) }), h("td", { text: pct(f.malignancy_probability) }),
       h("td", { class: "review" }, accept, reject));
     const go = () => select(f.id);
     row.addEventListener("click", (e) => { if (!(/** @type {HTMLElement} */ (e.target)).closest("button")) go(); });
@@ -135,8 +163,7 @@ function buildLayout(root, info) {
     reject.addEventListener("click", () => sendVerdict(f.id, "reject"));
     findingsBody.append(row);
     for (const url of vf.key_images) {
-      keyImages.append(h("figure", {}, h("img", { src: url, alt: `Key image of finding ${f.id}`, loading: "lazy" }),
-        h("figcaption", { text: `${f.id}: ${fmt(f.diameter_mm)} mm ${f.type}` })));
+      keyImages.append(loader.figure(url, `Key image of finding ${f.id}`, `${f.id}: ${fmt(f.diameter_mm)} mm ${f.type}`));
     }
     return row;
   });
@@ -148,8 +175,16 @@ function buildLayout(root, info) {
     const vf = info.findings.find((/** @type {any} */ x) => x.finding.id === id);
     if (!vf || !viewer) return;
     viewer.jumpTo(vf.index_zyx, id);
-    for (const r of rows) r.classList.toggle("selected", r.dataset.finding === id);
-    rows.find((r) => r.dataset.finding === id)?.setAttribute("aria-current", "true");
+    for (const r of rows) {
+      r.classList.toggle("selected", r.dataset.finding === id);
+      if (r.dataset.finding === id) r.setAttribute("aria-current", "true");
+      else r.removeAttribute("aria-current");
+    }
+    const f = vf.finding;
+    replace(detail, h("p", {}, h("strong", { text: f.id }), ` · ${fmt(f.diameter_mm)} mm ${f.type}, ${locationText(f.location)}`),
+      h("p", {}, "Lung-RADS v2022 ", h("strong", { text: f.lung_rads.category }), ": ", f.lung_rads.rule),
+      h("p", {}, h("span", { class: "muted", text: "Management: " }), MANAGEMENT[f.lung_rads.category] || "—"),
+      h("p", { class: "muted" }, `${LABELS.brock} ${pct(f.brock_probability)} · model score ${pct(f.malignancy_probability)}`));
   }
 
   /** @param {string} id @param {"accept" | "reject"} action */
@@ -166,7 +201,8 @@ function buildLayout(root, info) {
   /** @param {{verdicts: Record<string, string>, data: any[]}} fb */
   function refreshMarkers(fb) {
     verdicts = fb.verdicts;
-    added = fb.data.filter((d) => d.action === "add" && d.index_zyx);
+    const withdrawn = new Set(fb.data.filter((d) => d.action === "withdraw").map((d) => d.finding_id));
+    added = fb.data.filter((d) => d.action === "add" && d.index_zyx && !withdrawn.has(d.finding_id));
     for (const r of rows) {
       const v = verdicts[r.dataset.finding || ""];
       r.dataset.verdict = v || "";
@@ -184,23 +220,59 @@ function buildLayout(root, info) {
     ]);
   }
 
+  /** @param {"window" | "pan" | "add"} tool */
+  function setTool(tool) {
+    viewer?.setTool(tool);
+    for (const o of toolButtons) o.setAttribute("aria-pressed", String(o.dataset.tool === tool));
+  }
+
+  /** One click records one missed nodule; the tool then disarms, and the entry can be undone. @param {number[]} zyx */
+  async function addMissed(zyx) {
+    setTool("window");
+    try {
+      const entry = await request(`/v1/jobs/${encodeURIComponent(job.id)}/feedback`,
+        { method: "POST", json: { action: "add", index_zyx: zyx } });
+      const undo = h("button", { type: "button", class: "undo", text: "Undo" });
+      undo.addEventListener("click", () => withdraw(entry.finding_id));
+      replace(message, `Missed nodule ${entry.finding_id} recorded. `, undo);
+      refreshMarkers(await loadFeedback(info, api));
+    } catch (error) {
+      message.textContent = `Could not save: ${/** @type {Error} */ (error).message}`;
+    }
+  }
+
+  /** @param {string} id */
+  async function withdraw(id) {
+    try {
+      await request(`/v1/jobs/${encodeURIComponent(job.id)}/feedback`, { method: "POST", json: { action: "withdraw", finding_id: id } });
+      refreshMarkers(await loadFeedback(info, api));
+      message.textContent = `Missed nodule ${id} withdrawn.`;
+    } catch (error) {
+      message.textContent = `Could not undo: ${/** @type {Error} */ (error).message}`;
+    }
+  }
+
   const api = {
     viewport, message, trail,
-    refreshMarkers,
+    refreshMarkers, select, addMissed,
+    /** The pressed preset follows the window: none after a drag to a custom one. */
+    windowChanged() {
+      const w = viewer?.window;
+      for (const o of presetButtons) {
+        const p = PRESETS[/** @type {keyof typeof PRESETS} */ (o.dataset.preset)];
+        o.setAttribute("aria-pressed", String(!!w && p.width === w.width && p.level === w.level));
+      }
+    },
     /** @param {SliceViewer} v */
     bind(v) {
       viewer = v;
       for (const b of presetButtons) {
-        b.addEventListener("click", () => {
-          v.setPreset(/** @type {any} */ (b.dataset.preset));
-          for (const o of presetButtons) o.setAttribute("aria-pressed", String(o === b));
-        });
+        b.addEventListener("click", () => v.setPreset(/** @type {any} */ (b.dataset.preset)));
       }
       for (const b of toolButtons) {
         b.addEventListener("click", () => {
-          v.setTool(/** @type {any} */ (b.dataset.tool));
-          for (const o of toolButtons) o.setAttribute("aria-pressed", String(o === b));
-          message.textContent = b.dataset.tool === "add" ? "Click the missed nodule's centre on any plane." : "";
+          setTool(/** @type {any} */ (b.dataset.tool));
+          message.textContent = b.dataset.tool === "add" ? "Click the missed nodule's centre on any plane (one click adds one)." : "";
         });
       }
       for (const input of toolbar.querySelectorAll("input[data-overlay]")) {
@@ -209,10 +281,7 @@ function buildLayout(root, info) {
       }
       zoomIn.addEventListener("click", () => v.zoomBy(1.25));
       zoomOut.addEventListener("click", () => v.zoomBy(0.8));
-      reset.addEventListener("click", () => {
-        v.resetView();
-        for (const o of presetButtons) o.setAttribute("aria-pressed", String(o.dataset.preset === "lung"));
-      });
+      reset.addEventListener("click", () => v.resetView());
     },
   };
   return api;
@@ -225,17 +294,5 @@ async function loadFeedback(info, layout) {
   } catch (error) {
     layout.message.textContent = `Could not load the review trail: ${/** @type {Error} */ (error).message}`;
     return { data: [], verdicts: {} };
-  }
-}
-
-/** @param {any} info @param {number[]} zyx @param {any} layout */
-async function addMissed(info, zyx, layout) {
-  try {
-    const entry = await request(`/v1/jobs/${encodeURIComponent(info.job.id)}/feedback`,
-      { method: "POST", json: { action: "add", index_zyx: zyx } });
-    layout.message.textContent = `Missed nodule ${entry.finding_id} recorded.`;
-    layout.refreshMarkers(await loadFeedback(info, layout));
-  } catch (error) {
-    layout.message.textContent = `Could not save: ${/** @type {Error} */ (error).message}`;
   }
 }

@@ -36,7 +36,8 @@ export class SliceViewer {
   /**
    * @param {HTMLElement} host
    * @param {{volume: Int16Array, shape: number[], mask?: Uint8Array | null,
-   *   onChange?: (v: SliceViewer) => void, onPick?: (index: number[]) => void}} options
+   *   onChange?: (v: SliceViewer) => void, onPick?: (index: number[]) => void,
+   *   onWindow?: (v: SliceViewer) => void}} options
    */
   constructor(host, options) {
     this.host = host;
@@ -46,10 +47,11 @@ export class SliceViewer {
     this.shape = { nz, ny, nx };
     this.onChange = options.onChange || (() => {});
     this.onPick = options.onPick || (() => {});
+    this.onWindow = options.onWindow || (() => {});
     /** @type {Pos} */
     this.pos = { z: Math.floor(nz / 2), y: Math.floor(ny / 2), x: Math.floor(nx / 2) };
     this.window = { ...PRESETS.lung };
-    this.overlays = { mask: true, nodules: true, crosshair: true };
+    this.overlays = { mask: false, nodules: true, crosshair: true }; // the lung tint is opt-in
     /** @type {"window" | "pan" | "add"} */
     this.tool = "window";
     /** @type {Marker[]} */
@@ -115,15 +117,19 @@ export class SliceViewer {
   /** @param {keyof typeof PRESETS} name */
   setPreset(name) {
     this.window = { ...PRESETS[name] };
-    this.updateLut();
-    this.invalidate(true);
+    this.windowChanged();
   }
 
   /** @param {number} width @param {number} level */
   setWindow(width, level) {
     this.window = { width: Math.max(1, Math.round(width)), level: Math.round(level), label: "Custom" };
+    this.windowChanged();
+  }
+
+  windowChanged() {
     this.updateLut();
     this.invalidate(true);
+    this.onWindow(this);
   }
 
   /** @param {"mask" | "nodules" | "crosshair"} name @param {boolean} on */
@@ -158,11 +164,23 @@ export class SliceViewer {
     this.schedule();
   }
 
-  /** Centre every plane on a point of the grid and select a marker. @param {number[]} zyx @param {string | null} [id] */
+  /**
+   * Move every plane to a point of the grid and select a marker; a zoomed pane pans so that
+   * the point is in its middle (unzoomed, the whole slice is in view and stays centred).
+   * @param {number[]} zyx @param {string | null} [id]
+   */
   jumpTo(zyx, id = null) {
     this.selected = id;
     this.setPosition({ z: zyx[0], y: zyx[1], x: zyx[2] });
-    for (const p of this.panes) p.panX = p.panY = 0;
+    const dpr = devicePixelRatio || 1;
+    for (const p of this.panes) {
+      p.panX = p.panY = 0;
+      if (p.zoom <= 1) continue;
+      const { c, r } = this.pixelOf(p, zyx);
+      const { s } = this.transform(p);
+      p.panX = ((p.w / 2 - c - 0.5) * s) / dpr;
+      p.panY = ((p.h / 2 - r - 0.5) * s) / dpr;
+    }
   }
 
   /** @param {Plane} plane @param {number} step */
@@ -190,8 +208,7 @@ export class SliceViewer {
       p.panX = p.panY = 0;
     }
     this.window = { ...PRESETS.lung };
-    this.updateLut();
-    this.invalidate(true);
+    this.windowChanged();
   }
 
   /** @param {boolean} pixels recompute slice pixels too */
@@ -336,6 +353,7 @@ export class SliceViewer {
       ctx.lineTo(ox + p.w * s, Y(here.r));
       ctx.stroke();
     }
+    delete p.el.dataset.selectedAt;
     if (this.overlays.nodules) {
       ctx.font = `${12 * dpr}px system-ui, sans-serif`;
       for (const m of this.markers) {
@@ -345,6 +363,8 @@ export class SliceViewer {
         const inPlane = Math.sqrt(Math.max(0, axisRadius ** 2 - at.depth ** 2)) || 1;
         const rPix = Math.max(4 * dpr, inPlane * s);
         const selected = m.id === this.selected;
+        // where the selected marker is drawn, in CSS pixels of the pane (read by the tests)
+        if (selected) p.el.dataset.selectedAt = `${(X(at.c) / dpr).toFixed(1)} ${(Y(at.r) / dpr).toFixed(1)}`;
         ctx.lineWidth = (selected ? 2.5 : 1.5) * dpr;
         ctx.strokeStyle = m.kind === "added" ? "#ffd400" : m.verdict === "reject" ? "#888" : selected ? "#ff3b3b" : "#ff8c1a";
         ctx.beginPath();
@@ -367,7 +387,8 @@ export class SliceViewer {
   /** @param {any} p */
   bindEvents(p) {
     const canvas = p.canvas;
-    canvas.addEventListener("wheel", (e) => {
+    // on the pane, not only the canvas: the label over the image must not swallow the wheel
+    p.el.addEventListener("wheel", (e) => {
       e.preventDefault();
       if (e.ctrlKey || e.metaKey) this.zoomBy(e.deltaY < 0 ? 1.15 : 1 / 1.15, p.plane);
       else this.scroll(p.plane, e.deltaY > 0 ? 1 : -1);

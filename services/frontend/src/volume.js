@@ -3,21 +3,45 @@
  * Fetch a viewer array: the gateway answers a raw DEFLATE stream of a NumPy `.npy` file, which
  * the browser inflates natively (DecompressionStream) straight into one preallocated buffer.
  */
-import { ApiError } from "./api.js";
+import { ApiError, RETRY, fetchWithRetry, retryDelayMs } from "./api.js";
 
 /**
  * @typedef {{data: Int16Array | Uint8Array, shape: number[]}} NdArray  C order, (z, y, x)
  */
 
 /**
+ * Fetch and parse an array; a transfer that breaks off midway is started again (with backoff)
+ * like a failed request, up to RETRY.attempts times.
  * @param {string} url
  * @param {(fraction: number) => void} [onProgress]
  * @returns {Promise<NdArray>}
  */
 export async function fetchArray(url, onProgress) {
-  const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetchOnce(url, onProgress);
+    } catch (error) {
+      const broken = !(error instanceof ApiError); // the stream failed, not the request
+      if (!broken || attempt + 1 >= RETRY.attempts) {
+        throw broken ? new ApiError(0, "network_error", `The image transfer broke off (${/** @type {Error} */ (error).message}).`) : error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, null)));
+    }
+  }
+}
+
+/** @param {string} url @param {(fraction: number) => void} [onProgress] @returns {Promise<NdArray>} */
+async function fetchOnce(url, onProgress) {
+  const response = await fetchWithRetry(url);
   if (!response.ok || !response.body) {
-    throw new ApiError(response.status, "array_unavailable", `Could not load ${url} (HTTP ${response.status}).`);
+    let detail = "";
+    try {
+      detail = (await response.json()).detail || "";
+    } catch {
+      /* not JSON */
+    }
+    throw new ApiError(response.status, "array_unavailable",
+      `The images could not be loaded (HTTP ${response.status}${detail ? `: ${detail}` : ""}).`);
   }
   const expected = Number(response.headers.get("X-LungCAD-Inflated-Length")) || 0;
   const stream = response.body.pipeThrough(new DecompressionStream("deflate-raw"));

@@ -2,14 +2,18 @@
 /** The worklist: jobs with their findings summary; sort, filter, search, pages, live progress. */
 import { request } from "./api.js";
 import { dicomDate, h, pct, replace } from "./dom.js";
+import { LABELS, MANAGEMENT } from "./risk.js";
 
 const PAGE = 25;
 const STATES = ["queued", "preprocessing", "inferring", "succeeded", "failed", "canceled"];
 const RUNNING = new Set(["queued", "preprocessing", "inferring"]);
 const COLUMNS = [
   ["patient_id", "Patient ID"], ["study_date", "Study date"], [null, "Series"], ["state", "State"],
-  ["lung_rads", "Lung-RADS"], ["risk", "Risk"], ["nodules", "Nodules"], ["created_at", "Received"],
+  ["lung_rads", "Lung-RADS v2022"], ["brock_risk", LABELS.brock], ["malignancy_score", "Model score"],
+  ["nodules", "Nodules"], ["created_at", "Received"],
 ];
+/** @type {Record<string, string>} */
+const HELP = { brock_risk: LABELS.brockHelp, malignancy_score: LABELS.scoreHelp };
 
 const query = { q: "", state: "", lung_rads: "", sort: "created_at", order: "desc", offset: 0 };
 /** @type {number | undefined} */
@@ -41,6 +45,7 @@ export function showWorklist(root) {
       h("label", { for: "wl-state", text: "State" }), state,
       h("label", { for: "wl-rads", text: "Lung-RADS" }), rads),
     h("table", { class: "jobs" }, h("caption", { class: "sr-only", text: "Jobs" }), h("thead", {}, head), body),
+    h("p", { class: "legend muted" }, `${LABELS.brock}: ${LABELS.brockHelp} Model score: ${LABELS.scoreHelp}`),
     pager, status));
 
   /** @type {number | undefined} */
@@ -55,8 +60,9 @@ export function showWorklist(root) {
   function header() {
     replace(head, COLUMNS.map(([key, label]) => {
       if (!key) return h("th", { scope: "col", text: label });
+      const help = HELP[key] || null;
       const active = query.sort === key;
-      const button = h("button", { type: "button", class: "sort", text: label + (active ? (query.order === "asc" ? " ▲" : " ▼") : "") });
+      const button = h("button", { type: "button", class: "sort", title: help, text: label + (active ? (query.order === "asc" ? " ▲" : " ▼") : "") });
       button.addEventListener("click", () => {
         query.order = active && query.order === "desc" ? "asc" : "desc";
         query.sort = key;
@@ -77,7 +83,11 @@ export function showWorklist(root) {
     try {
       page = await request(`/v1/worklist?${params}`);
     } catch (error) {
-      status.textContent = `Could not load the worklist: ${/** @type {Error} */ (error).message}`;
+      if (!root.contains(body)) return;
+      const again = h("button", { type: "button", class: "retry", text: "Retry" });
+      again.addEventListener("click", () => load());
+      replace(status, `Could not load the worklist: ${/** @type {Error} */ (error).message} `, again);
+      status.setAttribute("role", "alert");
       return;
     }
     if (!root.contains(body)) return;
@@ -89,6 +99,7 @@ export function showWorklist(root) {
     next.addEventListener("click", () => { query.offset += PAGE; load(); });
     replace(pager, prev, h("span", { text: page.count ? `${page.offset + 1}–${last} of ${page.count}` : "0 jobs" }), next);
     status.textContent = "";
+    status.setAttribute("role", "status");
     if (page.data.some((/** @type {any} */ r) => RUNNING.has(r.job.state))) timer = window.setTimeout(load, 2000);
   }
 
@@ -110,8 +121,9 @@ function row(item) {
     h("td", { text: dicomDate(job.study_date) }),
     h("td", { class: "series", text: job.series_description || "—" }),
     stateCell,
-    h("td", { class: item.lung_rads ? `rads rads-${item.lung_rads}` : "", text: item.lung_rads || "—" }),
-    h("td", { text: pct(item.risk) }),
+    h("td", { class: item.lung_rads ? `rads rads-${item.lung_rads}` : "", title: MANAGEMENT[item.lung_rads] || null, text: item.lung_rads || "—" }),
+    h("td", { class: "brock-risk", text: pct(item.brock_risk) }),
+    h("td", { class: "model-score", text: pct(item.malignancy_score) }),
     h("td", { text: item.nodules ?? "—" }),
     h("td", { text: new Date(job.created_at).toLocaleString() }));
 }

@@ -186,7 +186,8 @@ def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: 
                 2 * (3 * m.volume_mm3 * voxel_mm**3 / (4 * np.pi)) ** (1 / 3), 1),
             volume_mm3=round(m.volume_mm3 * geometry.voxel_volume_ml * 1000, 1),
             mean_hu=round(m.mean_hu, 1), type=m.nodule_type,  # type: ignore[arg-type]
-            location=Location(side=m.side, zone=m.zone, juxtapleural=m.juxtapleural),  # type: ignore[arg-type]
+            location=Location(side=m.side, zone=m.zone, lingula=m.lingula,  # type: ignore[arg-type]
+                              juxtapleural=m.juxtapleural),
             margin=Margin(category=m.margin, score=round(m.margin_score, 3)),  # type: ignore[arg-type]
             nodule_probability=round(float(cand.nodule_probability), 4),
             malignancy_probability=round(float(cand.malignancy_probability or 0.0), 4),

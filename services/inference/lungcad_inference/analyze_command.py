@@ -119,18 +119,21 @@ def run(args: argparse.Namespace) -> int:
 def _summary(console: Any, doc: dict[str, Any], out: Path, seconds: float) -> None:
     from rich.table import Table
 
+    from lungcad.findings import Location
+
     table = Table(title=f"{len(doc['findings'])} finding(s)  -  {out}")
-    for column in ("id", "diameter mm", "type", "location", "malignancy", "Brock",
-                   "Lung-RADS"):
+    for column in ("id", "diameter mm", "type", "location", "model score", "Brock risk",
+                   "Lung-RADS v2022"):
         table.add_column(column)
     for f in doc["findings"]:
-        loc = f["location"]
         table.add_row(f["id"], f"{f['diameter_mm']:.1f}", f["type"],
-                      f"{loc['side']} {loc['zone']}", f"{f['malignancy_probability']:.2f}",
+                      Location.model_validate(f["location"]).text(),
+                      f"{f['malignancy_probability']:.2f}",
                       f"{f['brock_probability']:.3f}", f["lung_rads"]["category"])
     console.print(table)
     case = doc["case"]
-    console.print(f"case: Lung-RADS {case['lung_rads']['category']}, cancer probability "
-                  f"{case['cancer_probability']:.2f}, {case['class']}  ({seconds:.1f} s)")
+    console.print(f"case: Lung-RADS v2022 {case['lung_rads']['category']}, model malignancy "
+                  f"score {case['cancer_probability']:.2f} (not a calibrated risk), "
+                  f"{case['class']}  ({seconds:.1f} s)")
     console.print("[bold]Research use, not for clinical diagnosis.[/bold]")
     sys.stdout.flush()

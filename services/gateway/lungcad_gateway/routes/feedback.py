@@ -39,7 +39,9 @@ Triple = Annotated[list[float], Field(min_length=3, max_length=3)]
 
 
 class FeedbackCreate(BaseModel):
-    action: Literal["accept", "reject", "add"]
+    action: Literal["accept", "reject", "add", "withdraw"] = Field(
+        description="withdraw: take back a missed nodule added earlier (finding_id M<n>); the "
+                    "trail keeps both entries")
     finding_id: Annotated[str | None, Field(max_length=20)] = None
     index_zyx: Triple | None = Field(None, description="add: the point in the viewer grid")
     center_mm: Triple | None = Field(None, description="add: the point in patient LPS mm")
@@ -113,7 +115,7 @@ def list_feedback(job_id: str, session: SessionDep, tenant: TenantDep,
 
 
 @router.post("", status_code=201, response_model=FeedbackPublic, responses=BODY_PROBLEMS,
-             summary="Accept or reject a finding, or add a missed nodule")
+             summary="Accept or reject a finding, add a missed nodule or withdraw one added")
 def create_feedback(job_id: str, body: FeedbackCreate, request: Request, response: Response,
                     session: SessionDep, tenant: TenantDep, store: StoreDep) -> FeedbackPublic:
     job = load_job(session, tenant.id, job_id)
@@ -136,6 +138,14 @@ def create_feedback(job_id: str, body: FeedbackCreate, request: Request, respons
         row.finding_id = f"M{added + 1}"
         row.center_mm = {"lps": [round(float(v), 2) for v in point]}
         row.center_voxel = {"column_row_slice": voxel, "sop_instance_uid": sop_uid}
+    elif body.action == "withdraw":
+        entries = session.scalars(select(FindingFeedback.action).where(
+            FindingFeedback.job_id == job.id, FindingFeedback.finding_id == body.finding_id,
+            FindingFeedback.action.in_(("add", "withdraw")))).all()
+        if entries != ["add"]:
+            raise InvalidInput(f"The job has no added nodule {body.finding_id!r} to withdraw.",
+                               code="finding_not_found")
+        row.finding_id = body.finding_id
     else:
         document = load_findings(store, artifacts)
         known = {f.id for f in document.findings} if document else set()

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, nulls_last, select
+from sqlalchemy import case, func, nulls_last, select
 from sqlalchemy.orm import Session, selectinload
 
 from lungcad.db.models import Artifact, FindingRow, Job, JobState, is_id
@@ -47,8 +47,17 @@ SORTS = {"created_at": Job.created_at, "study_date": Job.study_date,
 class WorklistItem(BaseModel):
     job: JobPublic
     nodules: int | None = Field(None, description="Findings of a succeeded job")
-    lung_rads: str | None = Field(None, description="Highest Lung-RADS category of the findings")
-    risk: float | None = Field(None, description="Highest malignancy probability (0-1)")
+    lung_rads: str | None = Field(
+        None, description="Highest Lung-RADS v2022 category of the findings; 1 for a succeeded "
+                          "study without nodules")
+    brock_risk: float | None = Field(
+        None, description="Highest Brock (PanCan) probability of malignancy of the findings "
+                          "(0-1): the risk figure")
+    malignancy_score: float | None = Field(
+        None, description="Highest CNN malignancy score (0-1): a research score, not a "
+                          "calibrated risk (docs/model_card.md)")
+    risk: float | None = Field(None, deprecated=True,
+                               description="Deprecated: the same as malignancy_score")
 
 
 class WorklistPublic(BaseModel):
@@ -157,7 +166,7 @@ def worklist(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
              lung_rads: Annotated[list[Literal["0", "1", "2", "3", "4A", "4B", "4X"]] | None,
                                   Query(description="Highest category is one of these")] = None,
              sort: Literal["created_at", "study_date", "patient_id", "state", "lung_rads",
-                           "risk", "nodules"] = "created_at",
+                           "brock_risk", "malignancy_score", "risk", "nodules"] = "created_at",
              order: Literal["asc", "desc"] = "desc",
              limit: Annotated[int | None, Query(ge=1)] = None,
              offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> WorklistPublic:
@@ -166,8 +175,12 @@ def worklist(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
     summary = (select(FindingRow.job_id.label("job_id"),
                       func.count(FindingRow.id).label("nodules"),
                       func.max(FindingRow.lung_rads).label("lung_rads"),
-                      func.max(FindingRow.malignancy_probability).label("risk"))
+                      func.max(FindingRow.brock_probability).label("brock_risk"),
+                      func.max(FindingRow.malignancy_probability).label("score"))
                .group_by(FindingRow.job_id).subquery())
+    # a study analysed without nodules is Lung-RADS 1 (negative), not "no category"
+    category = case((Job.state == JobState.SUCCEEDED.value,
+                     func.coalesce(summary.c.lung_rads, "1")), else_=summary.c.lung_rads)
     filters: list[Any] = [Job.tenant_id == tenant.id]
     if state:
         filters.append(Job.state.in_([s.value for s in state]))
@@ -175,22 +188,24 @@ def worklist(session: SessionDep, tenant: TenantDep, settings: SettingsDep,
         pattern = f"%{q.replace('%', '').replace('_', '')}%"
         filters.append(Job.patient_id.ilike(pattern) | Job.series_description.ilike(pattern))
     if lung_rads:
-        filters.append(summary.c.lung_rads.in_(lung_rads))
-    columns = {**SORTS, "lung_rads": summary.c.lung_rads, "risk": summary.c.risk,
+        filters.append(category.in_(lung_rads))
+    columns = {**SORTS, "lung_rads": category, "brock_risk": summary.c.brock_risk,
+               "malignancy_score": summary.c.score, "risk": summary.c.score,
                "nodules": summary.c.nodules}
     column = columns[sort]
-    base = select(Job, summary.c.nodules, summary.c.lung_rads, summary.c.risk).outerjoin(
-        summary, summary.c.job_id == Job.id).where(*filters)
+    base = select(Job, summary.c.nodules, category, summary.c.brock_risk, summary.c.score
+                  ).outerjoin(summary, summary.c.job_id == Job.id).where(*filters)
     count = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     ordered = nulls_last(column.asc() if order == "asc" else column.desc())
     rows = session.execute(base.options(selectinload(Job.inputs), selectinload(Job.deliveries))
                            .order_by(ordered, Job.created_at.desc(), Job.id)
                            .limit(page).offset(offset)).all()
     items = []
-    for job, nodules, top_rads, risk in rows:
+    for job, nodules, top_rads, brock, score in rows:
         done = job.state == JobState.SUCCEEDED
         items.append(WorklistItem(job=job_public(job), nodules=(nodules or 0) if done else None,
-                                  lung_rads=top_rads, risk=risk))
+                                  lung_rads=top_rads, brock_risk=brock,
+                                  malignancy_score=score, risk=score))
     return WorklistPublic(data=items, count=count, limit=page, offset=offset)
 
 

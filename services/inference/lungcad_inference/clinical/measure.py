@@ -11,8 +11,9 @@ vessels and the chest wall do not leak in. Measurements:
 - long and short axis on the axial slice of largest extent (pixel-exact Feret diameters);
 - volume (mm^3), mean HU;
 - type from the solid fraction (voxels above ``SOLID_HU`` after a small opening);
-- location: side from the lung labels, upper/middle/lower third of the lung height,
-  juxtapleural when the nodule touches dense tissue outside the lungs;
+- location: side from the lung labels; lobe estimated from the position inside that lung
+  (:func:`lobe_of`: right upper/middle/lower, left upper with its lingula, left lower; no fissure
+  segmentation), juxtapleural when the nodule touches dense tissue outside the lungs;
 - margin: spiculation from the number of thin strands leaving the nodule (vessels touching a
   nodule look the same, so a few are tolerated), lobulation from convexity. Heuristics, not
   validated against radiologists' ratings.
@@ -36,6 +37,12 @@ SOLID_HU = -300.0
 MIN_DIAMETER_MM = 3.0
 FULL = np.ones((3, 3, 3), bool)  # 26-connectivity: thin oblique strands stay whole
 SPICULATED_STRANDS = 5  # a nodule usually touches 1 to 3 vessels; spicules are many
+# Fissures as planes in the lung's own box (height 0 at the base, 1 at the apex; depth 0 at the
+# front, 1 at the back): the oblique fissure rises from the anterior base to about 60 % of the
+# height at the back (T4-T5); the right horizontal fissure (4th costal cartilage) and the
+# lingula's upper border lie near 55 % of the height, in front of the oblique fissure.
+OBLIQUE_POSTERIOR_HEIGHT = 0.6
+HORIZONTAL_HEIGHT = 0.55
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,13 @@ class NoduleMeasurement:
     solid_fraction: float
     nodule_type: str
     side: str
-    zone: str
+    zone: str  # the lobe: upper, middle (right only) or lower
     juxtapleural: bool
     margin: str
     margin_score: float
     lobulation: float
     segmented: bool  # False: nothing dense at the candidate; a sphere stands in
+    lingula: bool = False  # left upper lobe, below the level of the right horizontal fissure
 
 
 def _ball(radius: int) -> np.ndarray:
@@ -201,7 +209,9 @@ def _sphere(shape: tuple[int, ...], seed: np.ndarray, radius: float) -> np.ndarr
     return ((zz - seed[0])**2 + (yy - seed[1])**2 + (xx - seed[2])**2) <= radius**2
 
 
-def _location(lungs: np.ndarray, center: np.ndarray) -> tuple[str, str]:
+def _location(lungs: np.ndarray, center: np.ndarray) -> tuple[str, str, bool]:
+    """``(side, lobe, lingula)`` of a point: side from the lung labels, lobe by
+    :func:`lobe_of` inside the box of that lung."""
     c = np.clip(np.round(center).astype(int), 0, np.asarray(lungs.shape) - 1)
     label = int(lungs[tuple(c)])
     if label == 0:
@@ -211,12 +221,31 @@ def _location(lungs: np.ndarray, center: np.ndarray) -> tuple[str, str]:
             label = int(np.bincount(near[near > 0]).argmax())
     side = "left" if label == 2 else "right" if label == 1 else (
         "left" if center[2] >= lungs.shape[2] / 2 else "right")
-    zs = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    lung = lungs == (2 if side == "left" else 1)
+    if not lung.any():
+        lung = lungs > 0
+    zs = np.nonzero(lung.any(axis=(1, 2)))[0]
+    ys = np.nonzero(lung.any(axis=(0, 2)))[0]
     if zs.size == 0:
-        return side, "middle"
-    frac = (center[0] - zs.min()) / max(zs.max() - zs.min(), 1)  # 0 lowest, 1 apex
-    zone = "upper" if frac >= 2 / 3 else "lower" if frac < 1 / 3 else "middle"
-    return side, zone
+        return side, "upper" if center[0] >= lungs.shape[0] / 2 else "lower", False
+    height = float(np.clip((center[0] - zs.min()) / max(zs.max() - zs.min(), 1), 0, 1))
+    depth = float(np.clip((center[1] - ys.min()) / max(ys.max() - ys.min(), 1), 0, 1))
+    lobe, lingula = lobe_of(side, height, depth)
+    return side, lobe, lingula
+
+
+def lobe_of(side: str, height: float, depth: float) -> tuple[str, bool]:
+    """The lobe at a point of one lung, from its place in that lung's box: ``height`` 0 at the
+    base to 1 at the apex, ``depth`` 0 at the front to 1 at the back. Returns ``(lobe,
+    lingula)``: behind and below the oblique fissure "lower"; in front of it, above the
+    horizontal fissure "upper", below it "middle" on the right and the lingula of the upper
+    lobe on the left (the left lung has no middle lobe). An estimate from typical fissure
+    positions, not a fissure segmentation."""
+    if height < OBLIQUE_POSTERIOR_HEIGHT * depth:
+        return "lower", False
+    if height >= HORIZONTAL_HEIGHT:
+        return "upper", False
+    return ("upper", True) if side == "left" else ("middle", False)
 
 
 def learned_box(learned: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...]
@@ -295,7 +324,7 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
         nodule_type = type_model.predict(type_features(sub, mask))[0]
     centroid = np.asarray(ndimage.center_of_mass(mask)) + np.asarray(offset) \
         if mask.any() else center
-    side, zone = _location(lungs, centroid)
+    side, zone, lingula = _location(lungs, centroid)
     shell = ndimage.binary_dilation(mask, _ball(2)) & ~mask
     outside_dense = shell & ~lung_sub & (sub > -400)
     juxtapleural = bool(outside_dense.sum() > 0.05 * max(shell.sum(), 1))
@@ -320,6 +349,7 @@ def measure_nodule(hu: np.ndarray, lungs: np.ndarray, center_zyx: tuple[float, f
         volume_mm3=volume, mean_hu=mean_hu, long_axis_mm=long_axis, short_axis_mm=short_axis,
         key_slice=key_local + offset[0], solid_long_mm=solid_long, solid_short_mm=solid_short,
         solid_fraction=solid_fraction, nodule_type=nodule_type, side=side, zone=zone,
+        lingula=lingula,
         juxtapleural=juxtapleural, margin=margin,
         margin_score=spiculation, lobulation=lobulation,
         segmented=segmented)
