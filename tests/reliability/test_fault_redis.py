@@ -31,21 +31,27 @@ def test_redis_restart_with_jobs_queued(tmp_path: Path, request: pytest.FixtureR
     settings = fault_settings(tmp_path, request, broker_url=broker.url)
     server, gw = start_gateway(settings)
     ledger = tmp_path / "ledger.jsonl"
-    worker = ChaosWorker(settings, "preprocess", ledger, extra_env={"LUNGCAD_CHAOS_SLOW_S": "1"})
+    # Each run sleeps 4 s before its real work: the restart below falls inside the first run's
+    # sleep, so it meets the worker waiting, not acknowledging (a restart at the very moment of
+    # an ack can crash the Celery worker inside kombu; compose restarts a worker that exits).
+    worker = ChaosWorker(settings, "preprocess", ledger, extra_env={"LUNGCAD_CHAOS_SLOW_S": "4"})
     pid = worker.process.pid
     study = [("files", (p.name, p.read_bytes())) for p in ct_series(tmp_path / "s", n=2)]
     try:
         with gw.client() as client:
             ids = [client.post("/v1/jobs", files=study).json()["id"] for _ in range(12)]
-            time.sleep(2)  # the relay publishes; the slow worker has taken one or two
+            deadline = time.monotonic() + 120  # the relay publishes; the worker takes one
+            while not any(e["event"] == "start" for e in read_ledger(ledger)):
+                assert time.monotonic() < deadline, "the worker took no job"
+                time.sleep(0.05)
             import redis
 
             queued = redis.Redis.from_url(broker.url).llen("preprocess")
             broker.stop()
-            time.sleep(2)
+            time.sleep(1)
             broker.start()
             up_at = time.time()
-            jobs = wait_jobs(client, ids, lambda j: j["state"] in TERMINAL, timeout=120)
+            jobs = wait_jobs(client, ids, lambda j: j["state"] in TERMINAL, timeout=300)
         starts = [e["t"] for e in read_ledger(ledger) if e["event"] == "start"]
         resumed_s = min((t - up_at for t in starts if t > up_at), default=None)
         states = Counter(f'{j["state"]}:{j["error_code"]}' for j in jobs.values())

@@ -152,7 +152,9 @@ def test_orthanc_sends_a_study_and_gets_the_sr_and_seg_back(
                 for item in sr.CurrentRequestedProcedureEvidenceSequence
                 for series_item in item.ReferencedSeriesSequence
                 for ref in series_item.ReferencedSOPSequence}
-    assert evidence and evidence <= ct_uids
+    # the SR's evidence: the CT instances it was measured on and the SEG its groups reference
+    assert evidence and evidence <= ct_uids | {str(seg.SOPInstanceUID)}
+    assert evidence & ct_uids
 
 
 @pytest.fixture()
