@@ -18,22 +18,17 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests' case helpers
+
 EXTRA_NODULES = 13  # with the phantom's four: 17 findings
-
-
-@dataclass
-class Candidate:
-    centre_zyx: tuple[float, float, float]
-    diameter_mm: float
-    nodule_probability: float = 0.9
-    malignancy_probability: float = 0.3
 
 
 def nodules() -> list:
@@ -55,14 +50,16 @@ def prepare(folder: Path):  # type: ignore[no-untyped-def]
     from lungcad.findings import ModelInfo
     from lungcad_inference.analysis import PatientInfo, analyze_volume
     from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
+    from tests.frontend.cases import Placed
 
     geometry = synthetic.default_geometry(shape=(300, 512, 512), spacing=(1.0, 0.7, 0.7))
-    case = synthetic.make_chest_ct(geometry=geometry, nodules=nodules(), seed=11)
+    placed = nodules()
+    case = synthetic.make_chest_ct(geometry=geometry, nodules=placed, seed=11)
     synthetic.write_dicom_series(case.hu, case.geometry, folder)
     del case
     pre = preprocess_path(folder, PreprocessOptions(threads=2))
-    candidates = [Candidate(tuple(pre.geometry.world_to_index(n.center_lps)), n.diameter_mm)
-                  for n in nodules()]
+    candidates = [Placed(tuple(pre.geometry.world_to_index(n.center_lps)), n.diameter_mm,
+                         malignancy_probability=0.3) for n in placed]
     result = analyze_volume(pre.hu, pre.lungs, pre.geometry, pre.meta, candidates,
                             PatientInfo(age=60, sex="F"), ModelInfo(name="bench", version="0"))
     return pre, result

@@ -116,8 +116,7 @@ def test_risk_is_labelled_with_lung_rads_management(
         info = client.get(f"/v1/jobs/{case.job_id}/viewer").json()
     sign_in(page, gateway)
     head = page.locator("table.jobs thead").inner_text()
-    assert "Brock risk (PanCan)" in head and "Lung-RADS v2022" in head and "Risk" not in \
-        head.replace("Brock risk", "")
+    assert "Brock risk (PanCan)" in head and "Lung-RADS v2022" in head and "Risk" not in head
     no_nodules = page.locator(f'tr[data-job="{empty["id"]}"] td.rads')
     assert no_nodules.inner_text() == "1"
 
@@ -129,7 +128,7 @@ def test_risk_is_labelled_with_lung_rads_management(
     assert info["case"]["lung_rads"]["rule"] in text  # the rule is visible, not a tooltip
     management = {"4A": "LDCT in 3 months", "4B": "tissue sampling", "4X": "tissue sampling",
                   "3": "LDCT in 6 months"}[category]
-    assert f"Management: {management}" in text or management in text
+    assert management in text
     assert "Brock risk (PanCan)" in text
     assert "Malignancy score (model, not a calibrated risk)" in text
     assert "cancer probability" not in page.locator("main").inner_text().lower()

@@ -16,7 +16,7 @@ export const RETRY = { attempts: 4, rateLimitedAttempts: 10, baseMs: 500, maxWai
 let pausedUntil = 0;
 
 /** @param {number} ms */
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * How long to wait before attempt `attempt + 1`: the server's Retry-After (seconds) when it

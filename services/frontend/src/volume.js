@@ -3,7 +3,7 @@
  * Fetch a viewer array: the gateway answers a raw DEFLATE stream of a NumPy `.npy` file, which
  * the browser inflates natively (DecompressionStream) straight into one preallocated buffer.
  */
-import { ApiError, RETRY, fetchWithRetry, retryDelayMs } from "./api.js";
+import { ApiError, RETRY, fetchWithRetry, retryDelayMs, sleep } from "./api.js";
 
 /**
  * @typedef {{data: Int16Array | Uint8Array, shape: number[]}} NdArray  C order, (z, y, x)
@@ -25,7 +25,7 @@ export async function fetchArray(url, onProgress) {
       if (!broken || attempt + 1 >= RETRY.attempts) {
         throw broken ? new ApiError(0, "network_error", `The image transfer broke off (${/** @type {Error} */ (error).message}).`) : error;
       }
-      await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, null)));
+      await sleep(retryDelayMs(attempt, null));
     }
   }
 }

@@ -63,6 +63,11 @@ def _pending(session: Session, kind: OutboxKind, locking: bool) -> list[OutboxMe
     return list(session.scalars(query))
 
 
+def backoff(attempts: int, base_s: float, max_s: float) -> timedelta:
+    """Exponential backoff after ``attempts`` failed tries: base, 2 x base, ... at most max."""
+    return timedelta(seconds=min(max_s, base_s * 2 ** (attempts - 1)))
+
+
 class Relay:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -130,9 +135,9 @@ class Relay:
                     message.last_error = result.error
                 else:
                     message.last_error = result.error
-                    delay = min(settings.webhook_backoff_max_s,
-                                settings.webhook_backoff_base_s * 2 ** (message.attempts - 1))
-                    message.available_at = utcnow() + timedelta(seconds=delay)
+                    message.available_at = utcnow() + backoff(
+                        message.attempts, settings.webhook_backoff_base_s,
+                        settings.webhook_backoff_max_s)
                 session.commit()
         return delivered
 
@@ -146,7 +151,7 @@ class Relay:
                 tenant = session.get(Tenant, job.tenant_id) if job is not None else None
                 names = self.settings.dicom_destinations.get(tenant.name, []) if tenant else []
                 existing = set(session.scalars(select(DicomDelivery.destination).where(
-                    DicomDelivery.job_id == message.job_id)))
+                    DicomDelivery.job_id == message.job_id))) if names else set()
                 for destination in names:
                     if destination not in existing:
                         session.add(DicomDelivery(job_id=message.job_id,
@@ -201,10 +206,9 @@ class Relay:
                     log.warning("results of job %s not delivered to %s: %s", delivery.job_id,
                                 delivery.destination, status)
                 else:
-                    delay = min(settings.dicom_delivery_backoff_max_s,
-                                settings.dicom_delivery_backoff_base_s
-                                * 2 ** (delivery.attempts - 1))
-                    delivery.available_at = now + timedelta(seconds=delay)
+                    delivery.available_at = now + backoff(
+                        delivery.attempts, settings.dicom_delivery_backoff_base_s,
+                        settings.dicom_delivery_backoff_max_s)
                 session.commit()
         return sent
 

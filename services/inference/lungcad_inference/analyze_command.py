@@ -13,7 +13,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lungcad.ingest.inspect import UploadSummary
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,29 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _header_patient(folder: Path, series_uid: str | None) -> tuple[int | None, str | None]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    from lungcad.ingest.dicom_header import parse_age, parse_sex
-
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=["SeriesInstanceUID", "PatientAge", "PatientSex"])
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-        if series_uid is None or ds.get("SeriesInstanceUID") == series_uid:
-            return parse_age(ds.get("PatientAge")), parse_sex(ds.get("PatientSex"))
-    return None, None
-
-
-def _check(path: Path) -> None:
-    """The gateway's upload checks, so both refuse the same inputs with the same codes."""
+def _check(path: Path) -> UploadSummary:
+    """The gateway's upload checks, so both refuse the same inputs with the same codes; the
+    summary carries the header's patient age and sex."""
     from lungcad.ingest.inspect import inspect_path
     from lungcad.settings import get_settings
 
-    inspect_path(path, get_settings())
+    return inspect_path(path, get_settings())
 
 
 def _unpack(path: Path, tmp: Path) -> Path:
@@ -83,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 TextColumn("{task.description:<20}"), BarColumn(), TimeElapsedColumn(),
                 console=console, transient=False) as progress:
             task = progress.add_task(steps[0], total=len(steps))
-            _check(args.path)
+            summary = _check(args.path)
             source = _unpack(args.path, Path(tmp))
             progress.update(task, advance=1, description=steps[1])
             pre = preprocess_path(source, PreprocessOptions(threads=args.threads or 2,
@@ -91,10 +78,9 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=steps[2])
             loaded = models("", args.threads)
             progress.update(task, advance=1, description=steps[3])
-            age, sex = (_header_patient(source, pre.meta["source"].get("series_instance_uid"))
-                        if source.is_dir() else (None, None))
-            patient = PatientInfo(age=args.age if args.age is not None else age,
-                                  sex=args.sex or sex)
+            patient = PatientInfo(
+                age=args.age if args.age is not None else summary.patient_age,
+                sex=args.sex or summary.patient_sex)
             folder = source if source.is_dir() and pre.meta["source"].get("slices") else None
             output = run_inference(pre.hu, pre.lungs, pre.meta, patient, folder, loaded)
             output.result.document.timings_s.update(

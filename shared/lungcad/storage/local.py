@@ -20,8 +20,9 @@ from lungcad.storage.base import (
 )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` (a file created or renamed in it) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -53,7 +54,7 @@ class LocalStore(ObjectStore):
                     out.flush()
                     os.fsync(out.fileno())
                 os.replace(tmp, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
@@ -71,7 +72,7 @@ class LocalStore(ObjectStore):
             target.parent.mkdir(parents=True, exist_ok=True)
             size = path.stat().st_size
             os.replace(path, target)  # same file system: a rename, no second copy of the bytes
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return super().put_file(key, path, None, content_type)

@@ -5,13 +5,11 @@ ends ``delivery_failed`` after its retries while the job stays ``succeeded``."""
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pydicom
 import pytest
 
@@ -20,20 +18,11 @@ from lungcad.settings import Settings
 from tests.conftest import Gateway, WorkerProcess, free_port, make_settings, start_gateway
 from tests.gateway.dicom.conftest import AE_TITLE, ListenerFactory, Orthanc, dcmtk
 from tests.gateway.dicom.test_listener import wait_for_jobs
+from tests.reliability.conftest import wait_jobs
 from tests.test_pipeline_e2e import needs_weights
 
 WAIT_S = 300
 TENANT = "radiology"
-
-
-def wait_job(client: httpx.Client, job_id: str, done: Any, timeout: float = WAIT_S
-             ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    while not done(job) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        job = client.get(f"/v1/jobs/{job_id}").json()
-    return job
 
 
 def delivered(job: dict[str, Any]) -> bool:
@@ -85,7 +74,7 @@ def test_a_pacs_that_is_down_ends_delivery_failed_and_the_job_succeeds(
     files = [("files", (p.name, p.read_bytes())) for p in synthetic_files(tmp_path)]
     with system.gateway.client(key=system.key) as client:
         job_id = client.post("/v1/jobs", files=files).json()["id"]
-        job = wait_job(client, job_id, delivered)
+        job = wait_jobs(client, [job_id], delivered, WAIT_S)[job_id]
     assert job["state"] == "succeeded", (job, system.worker.output()[-3000:])
     [delivery] = job["deliveries"]
     assert (delivery["destination"], delivery["state"], delivery["attempts"]) == (
@@ -127,7 +116,7 @@ def test_orthanc_sends_a_study_and_gets_the_sr_and_seg_back(
             assert sent.status_code == 200, sent.text
             [job_row] = wait_for_jobs(system.gateway.settings, 1)
             with system.gateway.client(key=system.key) as client:
-                job = wait_job(client, job_row["id"], delivered)
+                job = wait_jobs(client, [job_row["id"]], delivered, WAIT_S)[job_row["id"]]
             assert job["state"] == "succeeded", (job, system.worker.output()[-3000:])
             assert job["study_instance_uid"] == study_uid and len(job["inputs"]) == len(blobs)
             assert [(d["state"], d["attempts"], d["last_status"]) for d in job["deliveries"]] \

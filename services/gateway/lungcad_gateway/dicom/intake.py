@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lungcad.db.models import AuditEvent, Job
 from lungcad.db.types import utcnow
+from lungcad.storage.base import CHUNK
 from lungcad_gateway.auth import get_or_create_tenant
 from lungcad_gateway.dicom.spool import Batch
 from lungcad_gateway.ingest import JobOptions, ingest_files
@@ -24,7 +25,6 @@ from lungcad_gateway.multipart import SpooledFile
 from lungcad_gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
 HASH_THREADS = 4
 
 
@@ -88,7 +88,7 @@ def batch_to_job(runtime: Runtime, batch: Batch, staging_root: Path,
     try:
         files = _staged(batch, staging)
         job, created = ingest_files(runtime, tenant, files, JobOptions(),
-                                    idempotency_key(batch.study_uid, [f.path.stem for f in files]))
+                                    idempotency_key(batch.study_uid, batch.sop_uids()))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if created:

@@ -21,19 +21,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+from lungcad.storage.local import fsync_dir
+
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def is_uid(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and UID.match(value) is not None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """A DICOM UID: digits and dots, at most 64 characters (a trailing newline is not one)."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and UID.fullmatch(value) is not None
 
 
 def _make_dirs(path: Path) -> None:
@@ -44,7 +39,7 @@ def _make_dirs(path: Path) -> None:
         path = path.parent
     for folder in reversed(missing):
         folder.mkdir(exist_ok=True)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ class Spool:
         _make_dirs(folder)
         target = folder / f"{sop_uid}.dcm"
         os.replace(temp, target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return target
 
     def seal(self, tenant: str, study_uid: str) -> Batch | None:
@@ -121,8 +116,8 @@ class Spool:
         _make_dirs(parent)
         target = parent / f"{study_uid}~{secrets.token_hex(6)}"
         os.replace(source, target)
-        _fsync_dir(parent)
-        _fsync_dir(source.parent)
+        fsync_dir(parent)
+        fsync_dir(source.parent)
         return Batch(tenant, study_uid, target)
 
     def open_studies(self) -> list[OpenStudy]:
@@ -144,7 +139,7 @@ class Spool:
     def discard(self, batch: Batch) -> None:
         """Remove a batch that is now a job."""
         shutil.rmtree(batch.path)
-        _fsync_dir(batch.path.parent)
+        fsync_dir(batch.path.parent)
 
     def refuse(self, batch: Batch, reason: str) -> Path:
         """Keep a refused batch aside (for the administrator), with the reason."""
@@ -153,5 +148,5 @@ class Spool:
         target = parent / batch.path.name
         os.replace(batch.path, target)
         (target / "reason.txt").write_text(reason + "\n")
-        _fsync_dir(parent)
+        fsync_dir(parent)
         return target

@@ -14,7 +14,6 @@ DICOM series (its stored inputs) and its DICOM SR and SEG, through the index of
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from lungcad.errors import NotFound
 from lungcad.storage import ObjectStore
 from lungcad_gateway import dicomweb_answers as answers
 from lungcad_gateway.deps import RuntimeDep, SessionDep, StoreDep, TenantDep
+from lungcad_gateway.dicom.spool import is_uid
 from lungcad_gateway.dicomweb_index import Entry, find, read_instances, sync_tenant
 from lungcad_gateway.idempotency import check_key
 from lungcad_gateway.ingest import PhaseTimer, accept_upload, server_timing
@@ -89,7 +89,6 @@ async def stow_studies(request: Request, runtime: RuntimeDep, tenant: TenantDep,
 
 
 # -- QIDO-RS and WADO-RS ----------------------------------------------------------------------
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 Limit = Annotated[int | None, Query(ge=1, le=100_000, description="At most this many results")]
 FrameList = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,8}(,[1-9][0-9]{0,8})*$",
                                 max_length=2000, description="e.g. 1 or 1,2,3")]
@@ -114,7 +113,7 @@ def _base_url(request: Request) -> str:
 def _is_uid(uid: str | None) -> bool:
     """None, or the shape of a UID (a path parameter that is not matches no row and is not
     queried: a NUL in it was a 500 on Postgres)."""
-    return uid is None or (len(uid) <= 64 and _UID.fullmatch(uid) is not None)
+    return uid is None or is_uid(uid)
 
 
 def _located(session: Session, store: ObjectStore, tenant_id: str, study: str,

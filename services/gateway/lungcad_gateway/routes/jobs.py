@@ -85,8 +85,7 @@ def _load_job(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-@router.post("", status_code=202, response_model=JobPublic,
-             responses={**PROBLEMS, 410: PROBLEMS[409]},
+@router.post("", status_code=202, response_model=JobPublic, responses=DATA_PROBLEMS,
              openapi_extra=UPLOAD_BODY, summary="Submit a study for analysis")
 async def create_job(request: Request, response: Response, runtime: RuntimeDep,
                      tenant: TenantDep,
