@@ -68,7 +68,9 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
     ``inserted_per_study`` held-out VOIs pasted into its lungs
     (:mod:`lungcad_inference.detection_benchmark`). ``miner``: loaded models whose false
     positives on each study become hard-negative crops. Finished folds are not trained again,
-    and an interrupted one resumes from its checkpoint."""
+    and an interrupted one resumes from its checkpoint. Several processes started on one
+    ``out_dir`` share the fold training (:func:`claim`); the one that takes ``loso`` scores
+    the folds and trains or ships the final model, the others return."""
     from lungcad_inference.detection_benchmark import (
         grouped_froc,
         mine_hard_negatives,
@@ -93,27 +95,43 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
     if cv:
         scans, cands, folds = [], {}, []
         real_records, ins_scans, ins_records = [], [], []
-        for held in studies:
-            fold = fold_of(held.name)
-            train = [s for s in studies if s is not held]
-            train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
-            held_vois = [v for v in vois if fold_of(v.patient_id) == fold
-                         and v.patient_id != held.name]
+        fold_config = dataclasses.replace(config, iterations=config.cv_iterations)
+        pending = list(studies)
+        while pending:  # train the folds, shared with other processes on the same out_dir
+            held = next((s for s in pending if (out_dir / f"loso-{s.name}" / "detector.pt")
+                         .exists() or claim(out_dir / f"loso-{s.name}")), None)
+            if held is None:  # the rest are being trained by other processes: wait
+                time.sleep(20)
+                continue
+            pending.remove(held)
             fold_dir = out_dir / f"loso-{held.name}"
-            fold_config = dataclasses.replace(config, iterations=config.cv_iterations)
-            if (fold_dir / "detector.pt").exists():
-                from lungcad_inference.networks import NoduleDetector
-                from lungcad_inference.weights import load_network
-
-                model, side = load_network(fold_dir / "detector.pt", NoduleDetector)
-                summary = side.get("summary", {})
-            else:
+            if not (fold_dir / "detector.pt").exists():
+                fold = fold_of(held.name)
+                train = [s for s in studies if s is not held]
+                train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
+                held_vois = [v for v in vois if fold_of(v.patient_id) == fold
+                             and v.patient_id != held.name]
                 model, summary = train_detector(train, train_pool, fold_config, fold_dir,
                                                 progress, hard_negatives=hard)
                 save_weights(model, config.network_kwargs(), fold_dir / "detector.pt",
                              {"summary": summary, "voi_fold_held_out": fold,
                               "held_out_patients_sha1": patient_hashes(
                                   v.patient_id for v in held_vois)})
+            (fold_dir / LOCK).unlink(missing_ok=True)
+        if not claim(out_dir / "loso"):
+            return {"finished_by_another_process": True}
+        for held in studies:
+            from lungcad_inference.networks import NoduleDetector
+            from lungcad_inference.weights import load_network
+
+            fold = fold_of(held.name)
+            train = [s for s in studies if s is not held]
+            train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
+            held_vois = [v for v in vois if fold_of(v.patient_id) == fold
+                         and v.patient_id != held.name]
+            fold_dir = out_dir / f"loso-{held.name}"
+            model, side = load_network(fold_dir / "detector.pt", NoduleDetector)
+            summary = side.get("summary", {})
             models = load_models(config.device, config.threads,
                                  detector_path=fold_dir / "detector.pt",
                                  malignancy_path=fold_dir / "none.pt",
@@ -168,6 +186,7 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
     if ship:
         save_weights(model, config.network_kwargs(), WEIGHTS_DIR / f"{DETECTOR}.pt", sidecar)
     (out_dir / "detection_run.json").write_text(json.dumps(result, indent=2, default=str))
+    (out_dir / "loso" / LOCK).unlink(missing_ok=True)
     return result
 
 
