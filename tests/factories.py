@@ -152,3 +152,25 @@ def deflated(data: bytes, pixel_bytes: int | None = None) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def instance_number_at(folder: Path, point_lps: object) -> tuple[int, str]:
+    """The InstanceNumber and SOPInstanceUID of the slice nearest to an LPS point, read
+    straight from the DICOM headers in ``folder`` (not through the product's slice table)."""
+    point = np.asarray(point_lps, float)
+    best: tuple[float, int, str] | None = None
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, OSError):
+            continue
+        if "ImagePositionPatient" not in ds or "InstanceNumber" not in ds:
+            continue
+        iop = np.asarray(ds.ImageOrientationPatient, float)
+        normal = np.cross(iop[:3], iop[3:])
+        distance = abs(float((point - np.asarray(ds.ImagePositionPatient, float)) @ normal))
+        if best is None or distance < best[0]:
+            best = (distance, int(ds.InstanceNumber), str(ds.SOPInstanceUID))
+    if best is None:
+        raise ValueError(f"no DICOM slice in {folder}")
+    return best[1], best[2]

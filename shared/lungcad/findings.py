@@ -3,7 +3,8 @@
 Coordinates: ``center_mm`` is patient LPS in millimetres (the frame of ImagePositionPatient);
 ``center_voxel`` is ``[column, row, slice_index]`` in the ORIGINAL series, the slice index
 counting slices in their sorted order along the slice normal (0 = first), and
-``sop_instance_uid`` names that slice. Research use, not for clinical diagnosis.
+``sop_instance_uid`` and ``instance_number`` (its InstanceNumber, the image number PACS
+shows) name that slice. Research use, not for clinical diagnosis.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Finding(BaseModel):
     center_mm: list[float] = Field(min_length=3, max_length=3)
     center_voxel: list[int] = Field(min_length=3, max_length=3)
     sop_instance_uid: str | None = None
+    instance_number: int | None = Field(
+        None, description="InstanceNumber of that original slice: the image number PACS shows")
     diameter_mm: float = Field(description="Long axis on the axial slice of largest extent")
     short_axis_mm: float
     mean_diameter_mm: float = Field(description="(long + short) / 2, the Lung-RADS size")

@@ -182,13 +182,16 @@ def write_dicom_series(hu: np.ndarray, geometry: Geometry, out_dir: str | Path, 
                        rescale_intercept: float = -1024.0, rescale_slope: float = 1.0,
                        pixel_padding_value: int | None = None,
                        photometric: str = "MONOCHROME2", study_date: str = "20240102",
-                       shuffle_names: bool = True) -> list[Path]:
+                       shuffle_names: bool = True,
+                       instance_numbers: Sequence[int] | None = None) -> list[Path]:
     """Write ``hu`` (z, y, x) on ``geometry`` as one DICOM CT series, one file per slice.
 
     ImagePositionPatient / ImageOrientationPatient come from ``geometry`` (a sheared geometry
     gives a gantry-tilted stack). Stored values are ``(HU - intercept) / slope``. Compressed
     ``transfer_syntax`` values use pydicom's encoders (RLE Lossless, JPEG 2000 Lossless).
     File names are shuffled (as in real exports) unless ``shuffle_names`` is False.
+    ``instance_numbers``: the InstanceNumber of each slice k (default k + 1; scanners often
+    number from the head down, the reverse of the slice order along the normal).
     Returns the written paths in slice (k) order.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -243,7 +246,7 @@ def write_dicom_series(hu: np.ndarray, geometry: Geometry, out_dir: str | Path, 
         ds.Modality = modality
         ds.Manufacturer = "LungCAD synthetic"
         ds.SeriesNumber = series_number
-        ds.InstanceNumber = k + 1
+        ds.InstanceNumber = int(instance_numbers[k]) if instance_numbers is not None else k + 1
         ds.SeriesDescription = series_description
         ds.ConvolutionKernel = convolution_kernel
         ds.SliceThickness = f"{sz:.4g}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lungcad.findings import FindingsDocument
 from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import ROOT, Gateway, make_settings, shared_data_dir, start_gateway
 from tests.frontend.cases import findings_for, publish_case, upload
@@ -31,6 +32,8 @@ class Case:
     job_id: str
     result: Preprocessed
     finding_ids: list[str]
+    folder: Path  # the study as uploaded (a DICOM folder or a zip)
+    document: FindingsDocument
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +44,9 @@ def synthetic_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pre
 
     ct = make_chest_ct(seed=1)
     folder = tmp_path_factory.mktemp("synthetic-dicom")
-    write_dicom_series(ct.hu, ct.geometry, folder)
+    # numbered from the head down as many scanners do, so an image number is not a slice index
+    write_dicom_series(ct.hu, ct.geometry, folder,
+                       instance_numbers=range(ct.hu.shape[0] + 6, 6, -1))
     nodules = [(n.center_lps, n.diameter_mm) for n in ct.nodules]
     result = preprocess_path(folder)
     result.meta["test_nodules"] = nodules
@@ -65,7 +70,8 @@ def add_case(gateway: Gateway, study: tuple[Path, Preprocessed],
     job = upload(gateway, path)
     output = findings_for(result, nodules, job["id"])
     publish_case(gateway, job["id"], result, output)
-    return Case(job["id"], result, [f.id for f in output.result.document.findings])
+    document = output.result.document
+    return Case(job["id"], result, [f.id for f in document.findings], path, document)
 
 
 def synthetic_nodules(result: Preprocessed) -> list[tuple[tuple[float, float, float], float]]:

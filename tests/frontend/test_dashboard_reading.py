@@ -15,6 +15,7 @@ from typing import Any
 
 from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import Gateway, make_settings, start_gateway
+from tests.factories import instance_number_at
 from tests.frontend.cases import findings_document, publish_case, upload
 from tests.frontend.conftest import Case, add_case, synthetic_nodules
 from tests.frontend.test_dashboard_browser import (
@@ -135,6 +136,9 @@ def test_risk_is_labelled_with_lung_rads_management(
     first = info["findings"][0]["finding"]
     assert first["lung_rads"]["rule"] in page.locator(".finding-detail").inner_text()
     assert "left middle" not in page.locator("table.findings").inner_text()
+    for finding in case.document.findings:  # the image number PACS shows, from the headers
+        shown = page.locator(f'tr[data-finding="{finding.id}"] td.image-number').inner_text()
+        assert shown == str(instance_number_at(case.folder, finding.center_mm)[0])
     assert page.get_by_text(NOTICE).first.is_visible()
     assert page.errors == []
 
@@ -197,6 +201,10 @@ def test_viewer_details_on_a_narrow_window(page: Any, dashboard: tuple[Gateway, 
     page.locator(".trail li", has_text="withdraw M1").wait_for()
     trail = page.locator(".trail").inner_text()
     assert "add M1" in trail and "withdraw M1" in trail and "M2" not in trail
+    with gateway.client() as client:
+        entries = client.get(f"/v1/jobs/{case.job_id}/feedback").json()["data"]
+    added = next(e for e in entries if e["action"] == "add")
+    assert f"add M1 at image {instance_number_at(case.folder, added['center_mm'])[0]} " in trail
 
     # A key image opens full size.
     image = page.locator(".key-images img").first

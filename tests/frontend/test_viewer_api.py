@@ -18,6 +18,7 @@ from lungcad.db.models import AuditEvent, FindingFeedback, FindingRow
 from lungcad.imaging.geometry import Geometry
 from lungcad_preprocess.pipeline import Preprocessed
 from tests.conftest import Gateway
+from tests.factories import instance_number_at
 from tests.frontend.cases import findings_document, publish_case, upload
 from tests.frontend.conftest import Case
 
@@ -175,6 +176,14 @@ def test_feedback_is_stored_with_who_and_when(gateway: Gateway, synthetic_case: 
     assert np.allclose(entry["index_zyx"], point, atol=0.01)
     column, row, slice_index = entry["center_voxel"]
     assert 0 <= slice_index < 96 and 0 <= row < 192 and 0 <= column < 192
+    # the image number PACS shows at the point, read from the DICOM headers themselves
+    number, sop_uid = instance_number_at(synthetic_case.folder, entry["center_mm"])
+    assert (entry["instance_number"], entry["sop_instance_uid"]) == (number, sop_uid)
+    assert number != slice_index + 1  # the series is numbered from the head down
+    finding = next(f for f in synthetic_case.document.findings if f.id == "F1")
+    assert accept.json()["instance_number"] == finding.instance_number
+    assert finding.instance_number == instance_number_at(synthetic_case.folder,
+                                                         finding.center_mm)[0]
     assert listing["verdicts"] == {"F1": "reject"}
     assert [e["action"] for e in listing["data"]] == ["accept", "reject", "add"]
     with gateway.runtime.sessions() as session:

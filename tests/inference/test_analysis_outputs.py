@@ -20,6 +20,7 @@ from lungcad.findings import FindingsDocument, ModelInfo
 from lungcad_inference.analysis import PatientInfo, analyze_volume, case_probability
 from lungcad_inference.outputs import dicom_reports, render_outputs
 from lungcad_preprocess.pipeline import PreprocessOptions, preprocess_path
+from tests.factories import instance_number_at
 from tests.inference.dicom_checks import assert_sr_references_seg, segments_with_frames
 
 
@@ -78,11 +79,13 @@ def test_findings_match_the_phantom(phantom) -> None:  # type: ignore[no-untyped
 
 
 def test_each_finding_maps_back_to_its_original_slice(phantom) -> None:  # type: ignore[no-untyped-def]
-    case, pre, result, *_ = phantom
+    case, pre, result, _, folder = phantom
     slices = pre.slices
     for finding in result.document.findings:
         col, row, k = finding.center_voxel
         assert finding.sop_instance_uid == slices.sop_instance_uids[k]
+        number, sop_uid = instance_number_at(folder, finding.center_mm)
+        assert (finding.instance_number, finding.sop_instance_uid) == (number, sop_uid)
         offset = np.asarray(finding.center_mm) @ slices.normal
         assert abs(slices.offsets_mm[k] - offset) <= 2.5 / 2 + 1e-6
         world = (np.asarray(slices.positions[k]) + col * 1.8 * np.asarray(slices.row_direction)

@@ -159,3 +159,22 @@ def test_qin_series_chosen_over_seg_objects(real_results):
         rejected = [c for c in source["candidates"] if c["rejected"]]
         assert len(rejected) == 3 and all(c["modality"] == "SEG" for c in rejected)
         assert "B4" in source["kernel"]
+
+
+def test_slice_table_carries_each_slices_instance_number(real_results, real_study_dirs):
+    """The image number PACS shows (InstanceNumber) for every slice of the original series,
+    checked against each CT file's own header; in LIDC the numbers run against the slice
+    order, so a slice index is not an image number."""
+    for name, r in real_results.items():
+        slices = r.slices
+        headers = {}
+        for path in real_study_dirs[name].rglob("*.dcm"):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if ds.Modality == "CT":
+                headers[str(ds.SOPInstanceUID)] = int(ds.InstanceNumber)
+        assert len(slices.instance_numbers) == len(slices) == EXPECTED[name][0]
+        assert [headers[u] for u in slices.sop_instance_uids] == list(slices.instance_numbers)
+        centre = np.asarray(slices.positions[len(slices) // 2])
+        assert slices.locate(centre).instance_number == slices.instance_numbers[len(slices) // 2]
+    numbers = real_results["LIDC-IDRI-0001"].slices.instance_numbers
+    assert numbers[0] != 1  # numbered from the head down: index 0 is the lowest slice

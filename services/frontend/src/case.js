@@ -7,6 +7,18 @@ import { LABELS, MANAGEMENT, caseRisk, locationText } from "./risk.js";
 import { PRESETS, SliceViewer } from "./viewer.js";
 import { fetchArray } from "./volume.js";
 
+/**
+ * Where a review entry lies in the original series: its image number (InstanceNumber) when the
+ * series carried one, else its 1-based slice position; with column and row.
+ * @param {any} d a feedback entry
+ */
+export function originalPlace(d) {
+  if (!d.center_voxel) return "";
+  const [column, row, k] = d.center_voxel;
+  const where = d.instance_number != null ? `image ${d.instance_number}` : `slice ${k + 1}`;
+  return ` at ${where} (column ${column}, row ${row})`;
+}
+
 /** @type {SliceViewer | null} */
 let current = null;
 /** @type {KeyImages | null} */
@@ -126,7 +138,7 @@ function buildLayout(root, info, loader) {
         h("h2", { text: "Findings" }),
         h("table", { class: "findings" },
           h("caption", { class: "sr-only", text: "Findings; select a row to show the nodule" }),
-          h("thead", {}, h("tr", {}, [["ID"], ["Diam. mm"], ["Vol. mm³"], ["Type"], ["Location"],
+          h("thead", {}, h("tr", {}, [["ID"], ["Image", LABELS.imageHelp], ["Diam. mm"], ["Vol. mm³"], ["Type"], ["Location"],
             ["Lung-RADS", "Lung-RADS v2022 category"], ["Brock risk", LABELS.brockHelp],
             ["Model score", LABELS.scoreHelp], ["Review"]]
             .map(([t, help]) => h("th", { scope: "col", text: t, title: help })))),
@@ -151,6 +163,7 @@ function buildLayout(root, info, loader) {
     const reject = h("button", { type: "button", class: "reject", "aria-label": `Reject finding ${f.id}`, title: "Reject", text: "✗" });
     const row = h("tr", { tabindex: 0, dataset: { finding: f.id }, "aria-label": `Finding ${f.id}: show it` },
       h("th", { scope: "row", text: f.id }),
+      h("td", { class: "image-number", text: f.instance_number ?? "—" }),
       h("td", { text: fmt(f.diameter_mm) }), h("td", { text: fmt(f.volume_mm3, 0) }), h("td", { text: f.type }),
       h("td", { text: locationText(f.location) }),
       h("td", { class: `rads rads-${f.lung_rads.category}`, text: f.lung_rads.category }),
@@ -167,7 +180,7 @@ function buildLayout(root, info, loader) {
     }
     return row;
   });
-  if (!rows.length) findingsBody.append(h("tr", {}, h("td", { colspan: 9, class: "muted", text: "No findings." })));
+  if (!rows.length) findingsBody.append(h("tr", {}, h("td", { colspan: 10, class: "muted", text: "No findings." })));
   if (!keyImages.childElementCount) keyImages.append(h("p", { class: "muted", text: "No key images." }));
 
   /** @param {string} id */
@@ -212,7 +225,7 @@ function buildLayout(root, info, loader) {
     replace(trail, fb.data.length ? fb.data.map((d) => h("li", {},
       h("time", { datetime: d.created_at, text: new Date(d.created_at).toLocaleString() }), " ",
       h("strong", { text: d.actor }), ` ${d.action} ${d.finding_id || ""}`,
-      d.center_voxel ? ` at column ${d.center_voxel[0]}, row ${d.center_voxel[1]}, slice ${d.center_voxel[2] + 1}` : "")) :
+      originalPlace(d))) :
       h("li", { class: "muted", text: "No review yet." }));
     viewer?.setMarkers([
       ...info.findings.map((/** @type {any} */ vf) => ({ id: vf.finding.id, index_zyx: vf.index_zyx, radius_vox: vf.radius_vox, verdict: verdicts[vf.finding.id] })),

@@ -21,6 +21,7 @@ export const LABELS = {
   brock: "Brock risk (PanCan)",
   brockHelp: "Probability of malignancy from the Brock (PanCan) model: the risk figure.",
   score: "Malignancy score (model, not a calibrated risk)",
+  imageHelp: "Image number (InstanceNumber) of the original slice at the nodule's centre: the number PACS shows.",
   scoreHelp: "The CNN's malignancy output: a research score, not a probability of cancer (see docs/model_card.md).",
 };
 

@@ -179,6 +179,7 @@ def analyze_volume(hu: np.ndarray, lungs: np.ndarray, geometry: Geometry, meta: 
             id=f"F{k + 1}", center_mm=[round(float(v), 2) for v in centre_mm],
             center_voxel=_original_voxel(hit, geometry, centre),
             sop_instance_uid=hit.sop_instance_uid if hit else None,
+            instance_number=hit.instance_number if hit else None,
             diameter_mm=round(m.long_axis_mm * voxel_mm, 1),
             short_axis_mm=round(m.short_axis_mm * voxel_mm, 1),
             mean_diameter_mm=round((m.long_axis_mm + m.short_axis_mm) / 2 * voxel_mm, 1),

@@ -217,5 +217,6 @@ def read_series(series: SeriesInfo, limits: ReadLimits | None = None) -> DicomVo
     table = SliceTable(tuple(s.sop_uid for s in slices),
                        tuple(None if s.frame is None else s.frame + 1 for s in slices),
                        tuple(tuple(s.position) for s in slices), tuple(o[:3]), tuple(o[3:]),
-                       first.pixel_spacing, series.thickness_mm)
+                       first.pixel_spacing, series.thickness_mm,
+                       tuple(s.instance_number for s in slices))
     return DicomVolume(Volume(hu, geometry), table, notes)

@@ -54,6 +54,7 @@ class SliceRef:
     columns: int
     slope: float
     intercept: float
+    instance_number: int | None = None  # InstanceNumber: the image number PACS shows
 
 
 @dataclass
@@ -153,6 +154,7 @@ def _slices_of(ds: Any, path: Path) -> list[SliceRef]:
     """The 2-D images in a header (one for classic CT, one per frame for enhanced CT)."""
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     sop = str(ds.get("SOPInstanceUID", ""))
+    number = _instance_number(ds)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" in ds:
         shared = ds.get("SharedFunctionalGroupsSequence", [None])[0]
@@ -175,7 +177,8 @@ def _slices_of(ds: Any, path: Path) -> list[SliceRef]:
                 continue
             out.append(SliceRef(path, i, sop, ipp, iop, ps, rows, cols,
                                 float(getattr(rescale, "RescaleSlope", 1) or 1),
-                                float(getattr(rescale, "RescaleIntercept", 0) or 0)))
+                                float(getattr(rescale, "RescaleIntercept", 0) or 0),
+                                number))
         return out
     ipp = _floats(ds.get("ImagePositionPatient"), 3)
     iop = _floats(ds.get("ImageOrientationPatient"), 6)
@@ -184,7 +187,16 @@ def _slices_of(ds: Any, path: Path) -> list[SliceRef]:
         return []
     return [SliceRef(path, None, sop, ipp, iop, ps, rows, cols,
                      float(ds.get("RescaleSlope", 1) or 1),
-                     float(ds.get("RescaleIntercept", 0) or 0))]
+                     float(ds.get("RescaleIntercept", 0) or 0), number)]
+
+
+def _instance_number(ds: Any) -> int | None:
+    """InstanceNumber as an int, or None when absent or not a number."""
+    try:
+        value = ds.get("InstanceNumber")
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_header(path: Path) -> Any | None:

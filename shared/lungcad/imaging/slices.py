@@ -20,11 +20,12 @@ class SliceHit:
     row: float
     column: float
     distance_mm: float  # distance of the point from the slice plane
+    instance_number: int | None = None  # the slice's InstanceNumber (the image number on PACS)
 
 
 @dataclass(frozen=True)
 class SliceTable:
-    """Per-slice UIDs and ImagePositionPatient, sorted along the slice normal.
+    """Per-slice UIDs, InstanceNumbers and ImagePositionPatient, sorted along the slice normal.
 
     ``positions`` is ``(N, 3)`` LPS mm; ``row_direction`` / ``column_direction`` are the
     ImageOrientationPatient cosines; ``pixel_spacing`` is DICOM's (between rows, between columns).
@@ -37,6 +38,7 @@ class SliceTable:
     column_direction: tuple[float, float, float]
     pixel_spacing: tuple[float, float]
     slice_thickness_mm: float | None = None
+    instance_numbers: tuple[int | None, ...] = ()  # per slice; empty for older tables
 
     @property
     def normal(self) -> np.ndarray:
@@ -60,7 +62,12 @@ class SliceTable:
         row = float(rel @ np.asarray(self.column_direction)) / self.pixel_spacing[0]
         column = float(rel @ np.asarray(self.row_direction)) / self.pixel_spacing[1]
         return SliceHit(k, self.sop_instance_uids[k], self.frame_numbers[k], row=row,
-                        column=column, distance_mm=float(abs(rel @ self.normal)))
+                        column=column, distance_mm=float(abs(rel @ self.normal)),
+                        instance_number=self.instance_number(k))
+
+    def instance_number(self, k: int) -> int | None:
+        """InstanceNumber of slice ``k`` (None when the series did not carry it)."""
+        return self.instance_numbers[k] if k < len(self.instance_numbers) else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"sop_instance_uids": list(self.sop_instance_uids),
@@ -69,11 +76,13 @@ class SliceTable:
                 "row_direction": list(self.row_direction),
                 "column_direction": list(self.column_direction),
                 "pixel_spacing": list(self.pixel_spacing),
-                "slice_thickness_mm": self.slice_thickness_mm}
+                "slice_thickness_mm": self.slice_thickness_mm,
+                "instance_numbers": list(self.instance_numbers)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SliceTable:
         return cls(tuple(data["sop_instance_uids"]), tuple(data["frame_numbers"]),
                    tuple(tuple(p) for p in data["image_position_patient"]),
                    tuple(data["row_direction"]), tuple(data["column_direction"]),
-                   tuple(data["pixel_spacing"]), data.get("slice_thickness_mm"))
+                   tuple(data["pixel_spacing"]), data.get("slice_thickness_mm"),
+                   tuple(data.get("instance_numbers") or ()))

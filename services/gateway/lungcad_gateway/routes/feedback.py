@@ -68,6 +68,9 @@ class FeedbackPublic(BaseModel):
     center_voxel: list[int] | None = Field(None, description="[column, row, slice], original "
                                                              "series")
     index_zyx: list[float] | None = Field(None, description="In the viewer grid")
+    sop_instance_uid: str | None = Field(None, description="The original slice at the point")
+    instance_number: int | None = Field(None, description="That slice's InstanceNumber: the "
+                                                          "image number PACS shows")
     note: str | None
     actor: str
     created_at: datetime
@@ -81,21 +84,28 @@ class FeedbackList(BaseModel):
 def _public(row: FindingFeedback, grid: Geometry | None) -> FeedbackPublic:
     mm = (row.center_mm or {}).get("lps")
     index = [round(float(v), 2) for v in grid.world_to_index(mm)] if (mm and grid) else None
+    original = row.center_voxel or {}
     return FeedbackPublic(id=row.id, job_id=row.job_id, finding_id=row.finding_id,
                           action=row.action, center_mm=mm,
-                          center_voxel=(row.center_voxel or {}).get("column_row_slice"),
+                          center_voxel=original.get("column_row_slice"),
+                          sop_instance_uid=original.get("sop_instance_uid"),
+                          instance_number=original.get("instance_number"),
                           index_zyx=index, note=row.note, actor=row.actor,
                           created_at=row.created_at)
 
 
-def _original_voxel(point: np.ndarray, meta: dict[str, Any]) -> tuple[list[int], str | None]:
-    """``[column, row, slice]`` of an LPS point in the original series, and the slice's UID."""
+def _original_voxel(point: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where an LPS point lies in the original series: ``column_row_slice``, and the slice's
+    ``sop_instance_uid`` and ``instance_number`` (None for a volume without DICOM slices)."""
     source = meta.get("source", {})
     if source.get("slices"):
         hit = SliceTable.from_dict(source["slices"]).locate(point)
-        return [round(hit.column), round(hit.row), hit.index], hit.sop_instance_uid
+        return {"column_row_slice": [round(hit.column), round(hit.row), hit.index],
+                "sop_instance_uid": hit.sop_instance_uid,
+                "instance_number": hit.instance_number}
     z, y, x = Geometry.from_dict(source["geometry"]).world_to_voxel(point)
-    return [int(x), int(y), int(z)], None
+    return {"column_row_slice": [int(x), int(y), int(z)], "sop_instance_uid": None,
+            "instance_number": None}
 
 
 @router.get("", response_model=FeedbackList, responses=PROBLEMS,
@@ -132,12 +142,11 @@ def create_feedback(job_id: str, body: FeedbackCreate, request: Request, respons
         if not bool(grid.contains_index(grid.world_to_index(point))):
             raise InvalidInput("The point lies outside the analysed volume.",
                                code="point_outside_volume")
-        voxel, sop_uid = _original_voxel(point, meta)
         added = session.scalar(select(func.count()).select_from(FindingFeedback).where(
             FindingFeedback.job_id == job.id, FindingFeedback.action == "add")) or 0
         row.finding_id = f"M{added + 1}"
         row.center_mm = {"lps": [round(float(v), 2) for v in point]}
-        row.center_voxel = {"column_row_slice": voxel, "sop_instance_uid": sop_uid}
+        row.center_voxel = _original_voxel(point, meta)
     elif body.action == "withdraw":
         entries = session.scalars(select(FindingFeedback.action).where(
             FindingFeedback.job_id == job.id, FindingFeedback.finding_id == body.finding_id,
@@ -148,11 +157,16 @@ def create_feedback(job_id: str, body: FeedbackCreate, request: Request, respons
         row.finding_id = body.finding_id
     else:
         document = load_findings(store, artifacts)
-        known = {f.id for f in document.findings} if document else set()
+        known = {f.id: f for f in document.findings} if document else {}
         if body.finding_id not in known:
             raise InvalidInput(f"The job has no finding {body.finding_id!r}.",
                                code="finding_not_found")
         row.finding_id = body.finding_id
+        finding = known[body.finding_id]
+        row.center_mm = {"lps": finding.center_mm}
+        row.center_voxel = {"column_row_slice": finding.center_voxel,
+                            "sop_instance_uid": finding.sop_instance_uid,
+                            "instance_number": finding.instance_number}
     session.add(row)
     audit(session, request, tenant.id, actor, "write",
           f"jobs/{job.id}/feedback/{body.action}/{row.finding_id}", 201)
