@@ -60,16 +60,21 @@ def default_geometry(shape: Sequence[int] = (96, 192, 192),
     return Geometry(tuple(shape), tuple(spacing), origin)
 
 
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Distance of points ``p`` from segment a-b, and where along it (0 at a, 1 at b)."""
     ab = b - a
     t = np.clip(((p - a) @ ab) / float(ab @ ab), 0.0, 1.0)
-    return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1)
+    return np.linalg.norm(p - (a + t[..., None] * ab), axis=-1), t
 
 
 def _paint_tube(hu: np.ndarray, world: tuple[np.ndarray, np.ndarray, np.ndarray],
                 geometry: Geometry, a: Sequence[float], b: Sequence[float], radius: float,
-                value: float, where: np.ndarray | None = None) -> None:
-    """Set voxels within ``radius`` mm of segment a-b (LPS) to ``value`` (bounding box only)."""
+                value: float, where: np.ndarray | None = None,
+                tip_radius: float | None = None) -> None:
+    """Set voxels within ``radius`` mm of segment a-b (LPS) to ``value`` (bounding box only);
+    with ``tip_radius`` the radius narrows linearly from a to b (a vessel tapering towards
+    the periphery)."""
     a_, b_ = np.asarray(a, float), np.asarray(b, float)
     lo = np.minimum(a_, b_) - radius - 2
     hi = np.maximum(a_, b_) + radius + 2
@@ -80,8 +85,8 @@ def _paint_tube(hu: np.ndarray, world: tuple[np.ndarray, np.ndarray, np.ndarray]
         return
     sl = tuple(slice(s, e) for s, e in zip(start, stop, strict=True))
     x, y, z = (w[sl] for w in world)
-    d = _segment_distance(np.stack([x, y, z], axis=-1), a_, b_)
-    inside = d <= radius
+    d, t = _segment_distance(np.stack([x, y, z], axis=-1), a_, b_)
+    inside = d <= (radius if tip_radius is None else radius + (tip_radius - radius) * t)
     if where is not None:
         inside &= where[sl]
     hu[sl][inside] = value
@@ -144,7 +149,7 @@ def make_chest_ct(geometry: Geometry | None = None,
                             z_mid + rng.uniform(-90, 90)])
             hilum = np.array([side * 40.0, 0.0, z_mid + rng.uniform(-20, 20)])
             _paint_tube(hu, world, geometry, hilum, tip, rng.uniform(1.5, 3.5), 40.0,
-                        where=in_lung)
+                        where=in_lung, tip_radius=0.5)  # vessels taper to the periphery
 
     nodules = tuple(default_nodules(z_mid) if nodules is None else nodules)
     for n in nodules:
