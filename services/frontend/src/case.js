@@ -3,6 +3,7 @@
 import { request } from "./api.js";
 import { dicomDate, fmt, h, pct, progressBar, replace, size } from "./dom.js";
 import { KeyImages } from "./keyimages.js";
+import { readingTools } from "./reading.js";
 import { LABELS, MANAGEMENT, caseRisk, locationText } from "./risk.js";
 import { PRESETS, SliceViewer } from "./viewer.js";
 import { fetchArray } from "./volume.js";
@@ -18,6 +19,13 @@ export function originalPlace(d) {
   const where = d.instance_number != null ? `image ${d.instance_number}` : `slice ${k + 1}`;
   return ` at ${where} (column ${column}, row ${row})`;
 }
+
+/** What a mouse tool does, said when it is picked. @type {Record<string, string>} */
+const TOOL_HINTS = {
+  add: "Click the missed nodule's centre on any plane (one click adds one).",
+  measure: "Drag across a structure to measure its length; the last measurement on each plane stays.",
+  bidirectional: "Drag the long axis, then the short axis, on the same slice.",
+};
 
 /** @type {SliceViewer | null} */
 let current = null;
@@ -73,9 +81,13 @@ export async function showCase(root, jobId) {
   const layout = buildLayout(root, info, keyImageLoader);
   const viewer = new SliceViewer(layout.viewport, {
     volume: /** @type {Int16Array} */ (volume.data), shape: volume.shape,
+    spacing: info.geometry.spacing_zyx_mm,
     mask: mask ? /** @type {Uint8Array} */ (mask.data) : null,
     onPick: (zyx) => layout.addMissed(zyx),
     onWindow: () => layout.windowChanged(),
+    onMip: (v) => layout.reading.mipChanged(v),
+    onProbe: (probe) => layout.reading.showProbe(probe),
+    onMeasure: (entries) => layout.reading.showMeasurements(entries),
   });
   current = viewer;
   layout.bind(viewer);
@@ -97,7 +109,8 @@ function buildLayout(root, info, loader) {
   const viewport = h("div", { class: "viewport", "aria-label": "Slice viewer" });
   const presetButtons = Object.entries(PRESETS).map(([name, p]) =>
     h("button", { type: "button", class: "preset", dataset: { preset: name }, "aria-pressed": name === "lung" ? "true" : "false", text: p.label }));
-  const toolButtons = [["window", "Window/level"], ["pan", "Pan"], ["add", "Add missed nodule"]].map(([tool, label]) =>
+  const toolButtons = [["window", "Window/level"], ["pan", "Pan"], ["measure", "Measure"], ["bidirectional", "Bidirectional"],
+    ["add", "Add missed nodule"]].map(([tool, label]) =>
     h("button", { type: "button", class: "tool", dataset: { tool }, "aria-pressed": tool === "window" ? "true" : "false", text: label }));
   /** @param {string} name @param {string} label */
   const toggle = (name, label) => h("label", { class: "toggle" },
@@ -105,9 +118,11 @@ function buildLayout(root, info, loader) {
   const zoomIn = h("button", { type: "button", "aria-label": "Zoom in", text: "+" });
   const zoomOut = h("button", { type: "button", "aria-label": "Zoom out", text: "−" });
   const reset = h("button", { type: "button", text: "Reset view" });
+  const reading = readingTools();
   const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
     h("span", { class: "group", role: "group", "aria-label": "Window presets" }, presetButtons),
     h("span", { class: "group", role: "group", "aria-label": "Mouse tool" }, toolButtons),
+    reading.group,
     h("span", { class: "group" }, zoomOut, zoomIn, reset),
     h("span", { class: "group", role: "group", "aria-label": "Overlays" },
       toggle("nodules", "Nodule outlines"), toggle("mask", "Lung mask"), toggle("crosshair", "Crosshair")));
@@ -132,7 +147,7 @@ function buildLayout(root, info, loader) {
       h("p", { class: "notice-inline", role: "note", text: "Research use, not for clinical diagnosis. Every finding must be checked by a radiologist." })),
     toolbar,
     h("div", { class: "case-body" },
-      viewport,
+      h("div", { class: "viewer-column" }, viewport, reading.probe, reading.list),
       h("aside", { class: "side" },
         summary,
         h("h2", { text: "Findings" }),
@@ -233,7 +248,7 @@ function buildLayout(root, info, loader) {
     ]);
   }
 
-  /** @param {"window" | "pan" | "add"} tool */
+  /** @param {import("./viewer.js").Tool} tool */
   function setTool(tool) {
     viewer?.setTool(tool);
     for (const o of toolButtons) o.setAttribute("aria-pressed", String(o.dataset.tool === tool));
@@ -266,7 +281,7 @@ function buildLayout(root, info, loader) {
   }
 
   const api = {
-    viewport, message, trail,
+    viewport, message, trail, reading,
     refreshMarkers, select, addMissed,
     /** The pressed preset follows the window: none after a drag to a custom one. */
     windowChanged() {
@@ -285,13 +300,14 @@ function buildLayout(root, info, loader) {
       for (const b of toolButtons) {
         b.addEventListener("click", () => {
           setTool(/** @type {any} */ (b.dataset.tool));
-          message.textContent = b.dataset.tool === "add" ? "Click the missed nodule's centre on any plane (one click adds one)." : "";
+          message.textContent = TOOL_HINTS[b.dataset.tool || ""] || "";
         });
       }
       for (const input of toolbar.querySelectorAll("input[data-overlay]")) {
         const box = /** @type {HTMLInputElement} */ (input);
         box.addEventListener("change", () => v.setOverlay(/** @type {any} */ (box.dataset.overlay), box.checked));
       }
+      reading.bind(v);
       zoomIn.addEventListener("click", () => v.zoomBy(1.25));
       zoomOut.addEventListener("click", () => v.zoomBy(0.8));
       reset.addEventListener("click", () => v.resetView());

@@ -6,9 +6,13 @@
  * Axial shows rows y and columns x (radiological convention: patient right on the left);
  * coronal rows z (superior up) and columns x; sagittal rows z and columns y (anterior left).
  * Slices are cut client-side from the whole volume; a frame recomputes only the panes whose
- * slice changed, through a 64k-entry HU -> grey lookup table, and paints at most once per
- * animation frame.
+ * slice (or MIP slab) changed, through a 64k-entry HU -> grey lookup table, and paints at most
+ * once per animation frame. Reading tools: slab MIP, orientation markers, a scale bar, an HU
+ * probe and calipers (length, or long x short axis), all from the grid spacing.
  */
+import { drawOrientation, drawScaleBar } from "./annotations.js";
+import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
+import { slabMax, slabRange } from "./slab.js";
 
 export const PRESETS = {
   lung: { width: 1500, level: -600, label: "Lung" },
@@ -22,6 +26,13 @@ const PLANES = /** @type {const} */ (["axial", "coronal", "sagittal"]);
  * @typedef {{id: string, index_zyx: number[], radius_vox: number[], label?: string,
  *   kind?: "finding" | "added", verdict?: string}} Marker
  */
+/** @typedef {"window" | "pan" | "add" | "measure" | "bidirectional"} Tool */
+/** @typedef {import("./measure.js").Measure} Measure */
+/** @typedef {{plane: Plane, zyx: number[], hu: number, mipMm: number}} Probe */
+/** @typedef {{plane: Plane, name: string, slice: number, count: number, text: string}} MeasureEntry */
+
+/** The volume axis across each plane's slices, as an index into (z, y, x). */
+const DEPTH_AXIS = { axial: 0, coronal: 1, sagittal: 2 };
 
 const LUNG_TINT = [
   [0, 0, 0, 0],
@@ -35,9 +46,12 @@ const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (
 export class SliceViewer {
   /**
    * @param {HTMLElement} host
-   * @param {{volume: Int16Array, shape: number[], mask?: Uint8Array | null,
+   * @param {{volume: Int16Array, shape: number[], spacing?: number[], mask?: Uint8Array | null,
    *   onChange?: (v: SliceViewer) => void, onPick?: (index: number[]) => void,
-   *   onWindow?: (v: SliceViewer) => void}} options
+   *   onWindow?: (v: SliceViewer) => void, onMip?: (v: SliceViewer) => void,
+   *   onProbe?: (probe: Probe | null) => void,
+   *   onMeasure?: (entries: MeasureEntry[]) => void}} options `shape` and `spacing` (mm) are
+   *   (z, y, x); spacing defaults to 1 mm
    */
   constructor(host, options) {
     this.host = host;
@@ -48,11 +62,20 @@ export class SliceViewer {
     this.onChange = options.onChange || (() => {});
     this.onPick = options.onPick || (() => {});
     this.onWindow = options.onWindow || (() => {});
+    this.onMip = options.onMip || (() => {});
+    this.onProbe = options.onProbe || (() => {});
+    this.onMeasure = options.onMeasure || (() => {});
+    const [sz, sy, sx] = options.spacing || [1, 1, 1];
+    this.spacing = { z: sz, y: sy, x: sx };
+    this.mip = false;
+    this.slabMm = 10;
+    /** where the pointer is over a pane's image, for the HU probe @type {null | {p: any, c: number, r: number}} */
+    this.probeAt = null;
     /** @type {Pos} */
     this.pos = { z: Math.floor(nz / 2), y: Math.floor(ny / 2), x: Math.floor(nx / 2) };
     this.window = { ...PRESETS.lung };
     this.overlays = { mask: false, nodules: true, crosshair: true }; // the lung tint is opt-in
-    /** @type {"window" | "pan" | "add"} */
+    /** @type {Tool} */
     this.tool = "window";
     /** @type {Marker[]} */
     this.markers = [];
@@ -84,7 +107,8 @@ export class SliceViewer {
     canvas.tabIndex = 0;
     canvas.setAttribute("role", "img");
     canvas.setAttribute("aria-label", `${names[plane]} slice. Mouse wheel or arrow keys: change slice; ` +
-      "drag: window/level or pan; + and -: zoom; 0: reset; L and M: lung and mediastinum window.");
+      "drag: window/level, pan or measure; + and -: zoom; 0: reset; L and M: lung and mediastinum window; " +
+      "P: slab maximum intensity projection.");
     const label = document.createElement("div");
     label.className = "pane-label";
     const el = document.createElement("div");
@@ -97,8 +121,13 @@ export class SliceViewer {
     off.height = h;
     const offCtx = /** @type {CanvasRenderingContext2D} */ (off.getContext("2d"));
     const image = offCtx.createImageData(w, h);
+    const sp = this.spacing;
+    // mm per pane pixel along its columns and rows, and between its slices
+    const [colMm, rowMm, depthMm] = plane === "axial" ? [sp.x, sp.y, sp.z] : plane === "coronal" ? [sp.x, sp.z, sp.y] : [sp.y, sp.z, sp.x];
     const pane = { plane, name: names[plane], el, canvas, label, off, offCtx, image, pixels: new Uint32Array(image.data.buffer),
-      w, h, zoom: 1, panX: 0, panY: 0, stale: true, dirty: true };
+      w, h, zoom: 1, panX: 0, panY: 0, stale: true, dirty: true, colMm, rowMm, depthMm,
+      mipHu: new Int16Array(w * h), mipKey: "", /** @type {Measure | null} */ measure: null,
+      /** @type {number[] | null} */ draft: null };
     this.bindEvents(pane);
     return pane;
   }
@@ -138,10 +167,37 @@ export class SliceViewer {
     this.invalidate(name === "mask");
   }
 
-  /** @param {"window" | "pan" | "add"} tool */
+  /** @param {Tool} tool */
   setTool(tool) {
     this.tool = tool;
-    for (const p of this.panes) p.el.classList.toggle("adding", tool === "add");
+    for (const p of this.panes) {
+      p.el.classList.toggle("adding", tool === "add");
+      p.el.classList.toggle("measuring", tool === "measure" || tool === "bidirectional");
+    }
+  }
+
+  /**
+   * Slab MIP on or off, and its thickness: each pane shows the maximum HU over `mm` centred on
+   * its slice. @param {boolean} on @param {number} [mm]
+   */
+  setMip(on, mm = this.slabMm) {
+    this.mip = on;
+    this.slabMm = mm;
+    this.invalidate(true);
+    this.onMip(this);
+  }
+
+  /** The slab `[lo, hi]` of a pane along its axis. @param {any} p */
+  slabOf(p) {
+    const axis = DEPTH_AXIS[/** @type {Plane} */ (p.plane)];
+    const { nz, ny, nx } = this.shape;
+    const index = [this.pos.z, this.pos.y, this.pos.x][axis];
+    return slabRange(index, [nz, ny, nx][axis], this.slabMm, p.depthMm);
+  }
+
+  /** The pane's slice index along its axis. @param {any} p */
+  depthOf(p) {
+    return [this.pos.z, this.pos.y, this.pos.x][DEPTH_AXIS[/** @type {Plane} */ (p.plane)]];
   }
 
   /** @param {Marker[]} markers */
@@ -230,12 +286,77 @@ export class SliceViewer {
     this.host.replaceChildren();
   }
 
-  /** 1-based slice number and count of a pane. @param {Plane} plane */
-  sliceOf(plane) {
+  /** 1-based slice number and count of a pane. @param {Plane} plane @param {number} [index] */
+  sliceOf(plane, index) {
     const { nz, ny, nx } = this.shape;
-    if (plane === "axial") return [nz - this.pos.z, nz]; // cranial first, as PACS number them
-    if (plane === "coronal") return [this.pos.y + 1, ny];
-    return [this.pos.x + 1, nx];
+    if (plane === "axial") return [nz - (index ?? this.pos.z), nz]; // cranial first, as PACS number them
+    if (plane === "coronal") return [(index ?? this.pos.y) + 1, ny];
+    return [(index ?? this.pos.x) + 1, nx];
+  }
+
+  // -- reading tools --------------------------------------------------------------------------
+  /**
+   * Keep a drawn caliper: a new length, or with the bidirectional tool the short axis of the
+   * pane's long axis on this slice. @param {any} p @param {number[]} line pane pixel units
+   */
+  commitMeasure(p, line) {
+    p.measure = nextMeasure(p.measure, line, lineMm(line, p.colMm, p.rowMm), this.depthOf(p), this.tool === "bidirectional");
+    this.measureChanged();
+  }
+
+  clearMeasurements() {
+    for (const p of this.panes) p.measure = null;
+    this.measureChanged();
+  }
+
+  measureChanged() {
+    for (const p of this.panes) {
+      const m = /** @type {Measure | null} */ (p.measure);
+      if (m) p.el.dataset.measureMm = m.longMm.toFixed(1);
+      else delete p.el.dataset.measureMm;
+      if (m?.shortMm != null) p.el.dataset.measureShortMm = m.shortMm.toFixed(1);
+      else delete p.el.dataset.measureShortMm;
+    }
+    this.invalidate(false);
+    this.onMeasure(this.measurements());
+  }
+
+  /** The kept calipers, one per pane at most. @returns {MeasureEntry[]} */
+  measurements() {
+    return this.panes.filter((p) => p.measure).map((p) => {
+      const m = /** @type {Measure} */ (p.measure);
+      const [slice, count] = this.sliceOf(p.plane, m.index);
+      return { plane: p.plane, name: p.name, slice, count, text: measureText(m.longMm, m.shortMm) };
+    });
+  }
+
+  /**
+   * HU shown at a voxel of a pane: the voxel's, or in MIP mode the slab's maximum through it.
+   * @param {any} p @param {number[]} zyx
+   */
+  huAt(p, zyx) {
+    const { ny, nx } = this.shape;
+    const at = (/** @type {number[]} */ v) => this.volume[(v[0] * ny + v[1]) * nx + v[2]];
+    if (!this.mip) return at(zyx);
+    const axis = DEPTH_AXIS[/** @type {Plane} */ (p.plane)];
+    const [lo, hi] = this.slabOf(p);
+    const v = [...zyx];
+    let max = -32768;
+    for (let i = lo; i <= hi; i++) {
+      v[axis] = i;
+      max = Math.max(max, at(v));
+    }
+    return max;
+  }
+
+  reportProbe() {
+    const at = this.probeAt;
+    if (!at) {
+      this.onProbe(null);
+      return;
+    }
+    const zyx = this.voxelAt(at.p, at.c, at.r);
+    this.onProbe({ plane: at.p.plane, zyx, hu: this.huAt(at.p, zyx), mipMm: this.mip ? this.slabMm : 0 });
   }
 
   // -- geometry -------------------------------------------------------------------------------
@@ -278,6 +399,7 @@ export class SliceViewer {
     perf.renders.push(ms);
     if (perf.renders.length > 2000) perf.renders.splice(0, 1000);
     perf.lastRenderAt = performance.now();
+    if (this.probeAt) this.reportProbe(); // the slice under a still pointer may have changed
     this.onChange(this);
   }
 
@@ -291,11 +413,20 @@ export class SliceViewer {
     const tints = this.tints;
     const plain = tints[0];
     const sliceStride = ny * nx;
+    /** @type {Int16Array | null} */
+    let mip = null;
+    if (this.mip) { // the slab's maxima, recomputed only when the slab moves (not for W/L)
+      const [lo, hi] = this.slabOf(p);
+      const key = `${lo} ${hi}`;
+      if (p.mipKey !== key) slabMax(vol, this.shape, p.plane, lo, hi, p.mipHu);
+      p.mipKey = key;
+      mip = p.mipHu;
+    }
     let i = 0;
     if (p.plane === "axial") {
       const base = this.pos.z * sliceStride;
       for (let k = 0; k < sliceStride; k++) {
-        const g = grey[vol[base + k] + 32768];
+        const g = grey[(mip ? mip[k] : vol[base + k]) + 32768];
         out[i++] = mask && mask[base + k] ? tints[mask[base + k]][g] : plain[g];
       }
     } else if (p.plane === "coronal") {
@@ -304,7 +435,7 @@ export class SliceViewer {
         const base = (nz - 1 - r) * sliceStride + yOff;
         for (let x = 0; x < nx; x++) {
           const k = base + x;
-          const g = grey[vol[k] + 32768];
+          const g = grey[(mip ? mip[i] : vol[k]) + 32768];
           out[i++] = mask && mask[k] ? tints[mask[k]][g] : plain[g];
         }
       }
@@ -314,7 +445,7 @@ export class SliceViewer {
         const base = (nz - 1 - r) * sliceStride + xOff;
         for (let y = 0; y < ny; y++) {
           const k = base + y * nx;
-          const g = grey[vol[k] + 32768];
+          const g = grey[(mip ? mip[i] : vol[k]) + 32768];
           out[i++] = mask && mask[k] ? tints[mask[k]][g] : plain[g];
         }
       }
@@ -378,9 +509,20 @@ export class SliceViewer {
         ctx.fillText(m.label || m.id, X(at.c) + rPix + 3 * dpr, Y(at.r) - rPix);
       }
     }
+    const screen = (/** @type {number[]} */ l) => [ox + l[0] * s, oy + l[1] * s, ox + l[2] * s, oy + l[3] * s];
+    const draft = p.draft ? { line: p.draft, mm: lineMm(p.draft, p.colMm, p.rowMm) } : null;
+    paintCalipers(ctx, p.measure, draft, p.measure?.index === this.depthOf(p), screen, dpr);
+    p.el.dataset.orientation = drawOrientation(ctx, p.plane, cw, ch, dpr).join(" ");
+    const bar = drawScaleBar(ctx, cw, ch, s / p.colMm, dpr);
+    // the scale bar in CSS px of the pane: its length and mm, left end and middle row (tests)
+    Object.assign(p.el.dataset, { scaleMm: String(bar.mm), scalePx: (bar.px / dpr).toFixed(2),
+      scaleAt: `${(bar.x / dpr).toFixed(1)} ${(bar.y / dpr).toFixed(1)}` });
     const [n, count] = this.sliceOf(p.plane);
     p.el.dataset.slice = String(n);
-    p.label.textContent = `${p.name} ${n}/${count}  W ${this.window.width} L ${this.window.level}`;
+    if (this.mip) p.el.dataset.mip = String(this.slabMm);
+    else delete p.el.dataset.mip;
+    const mip = this.mip ? `  MIP ${this.slabMm} mm` : "";
+    p.label.textContent = `${p.name} ${n}/${count}${mip}  W ${this.window.width} L ${this.window.level}`;
   }
 
   // -- input ----------------------------------------------------------------------------------
@@ -401,6 +543,7 @@ export class SliceViewer {
         "+": () => this.zoomBy(1.25, p.plane), "=": () => this.zoomBy(1.25, p.plane),
         "-": () => this.zoomBy(0.8, p.plane), "0": () => this.resetView(),
         l: () => this.setPreset("lung"), m: () => this.setPreset("mediastinum"),
+        p: () => this.setMip(!this.mip),
       });
       const action = keys[e.key];
       if (action && !e.altKey && !e.ctrlKey) {
@@ -409,18 +552,40 @@ export class SliceViewer {
       }
     });
     canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+    /** Pane pixel units (u, v) under a pointer event. @param {MouseEvent} e */
+    const imageAt = (e) => {
+      const rect = canvas.getBoundingClientRect();
+      const { s, ox, oy } = this.transform(p);
+      return { u: ((e.clientX - rect.left) * devicePixelRatio - ox) / s, v: ((e.clientY - rect.top) * devicePixelRatio - oy) / s };
+    };
     let drag = /** @type {null | {x: number, y: number, moved: boolean, button: number, w: number, l: number}} */ (null);
     canvas.addEventListener("pointerdown", (e) => {
       canvas.focus();
       canvas.setPointerCapture(e.pointerId);
       drag = { x: e.clientX, y: e.clientY, moved: false, button: e.button, w: this.window.width, l: this.window.level };
+      if ((this.tool === "measure" || this.tool === "bidirectional") && e.button === 0 && !e.shiftKey) {
+        const { u, v } = imageAt(e);
+        p.draft = [u, v, u, v];
+      }
     });
     canvas.addEventListener("pointermove", (e) => {
+      const { u, v } = imageAt(e);
+      const c = Math.floor(u);
+      const r = Math.floor(v);
+      this.probeAt = c >= 0 && r >= 0 && c < p.w && r < p.h ? { p, c, r } : null;
+      this.reportProbe();
       if (!drag) return;
+      if (p.draft) {
+        p.draft[2] = u;
+        p.draft[3] = v;
+        p.dirty = true;
+        this.schedule();
+      }
       const dx = e.clientX - drag.x;
       const dy = e.clientY - drag.y;
       if (!drag.moved && Math.hypot(dx, dy) < 3) return;
       drag.moved = true;
+      if (p.draft) return;
       const pan = this.tool === "pan" || drag.button === 1 || drag.button === 2 || e.shiftKey;
       if (pan) {
         p.panX += e.movementX;
@@ -431,14 +596,38 @@ export class SliceViewer {
         this.setWindow(drag.w + dx * 4, drag.l + dy * 2);
       }
     });
+    canvas.addEventListener("pointerleave", () => {
+      if (drag || this.probeAt?.p !== p) return;
+      this.probeAt = null;
+      this.reportProbe();
+    });
+    canvas.addEventListener("pointercancel", () => {
+      drag = null;
+      p.draft = null;
+      p.dirty = true;
+      this.schedule();
+    });
     canvas.addEventListener("pointerup", (e) => {
       const click = drag && !drag.moved && drag.button === 0;
+      const moved = !!drag?.moved;
       drag = null;
+      const line = p.draft;
+      if (line) {
+        p.draft = null;
+        p.dirty = true;
+        this.schedule();
+        if (moved) {
+          const { u, v } = imageAt(e);
+          line[2] = u;
+          line[3] = v;
+          this.commitMeasure(p, line);
+          return;
+        }
+      }
       if (!click) return;
-      const rect = canvas.getBoundingClientRect();
-      const { s, ox, oy } = this.transform(p);
-      const c = Math.floor(((e.clientX - rect.left) * devicePixelRatio - ox) / s);
-      const r = Math.floor(((e.clientY - rect.top) * devicePixelRatio - oy) / s);
+      const { u, v } = imageAt(e);
+      const c = Math.floor(u);
+      const r = Math.floor(v);
       if (c < 0 || r < 0 || c >= p.w || r >= p.h) return;
       const zyx = this.voxelAt(p, c, r);
       if (this.tool === "add") this.onPick(zyx);
