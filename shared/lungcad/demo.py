@@ -28,6 +28,7 @@ from lungcad.findings import NOTICE, Location
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 LOG_NAME = "demo.log"
+DEMO_SEED = 7  # the demo's synthetic chest CT (four nodules)
 
 
 def _synthetic_zip() -> bytes | None:
@@ -36,7 +37,7 @@ def _synthetic_zip() -> bytes | None:
     except ImportError:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        case = synthetic.make_chest_ct(seed=7)
+        case = synthetic.make_chest_ct(seed=DEMO_SEED)
         synthetic.write_dicom_series(case.hu, case.geometry, Path(tmp))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
