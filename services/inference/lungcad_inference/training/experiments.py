@@ -55,6 +55,19 @@ def choose_threshold(cv_summary: dict[str, Any], max_fp_per_scan: float) -> floa
     return float(max(best, 0.05))
 
 
+def _loso_fold(held: Study, studies: list[Study], vois: list[Voi], pool: list[Voi]
+               ) -> tuple[int, list[Study], list[Voi], list[Voi]]:
+    """A leave-one-study-out fold: the VOI fold of the held-out study's patient, the training
+    studies, the insertable VOIs outside that fold, and the held-out patients' VOIs."""
+    from lungcad_inference.training.splits import fold_of
+
+    fold = fold_of(held.name)
+    train = [s for s in studies if s is not held]
+    train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
+    held_vois = [v for v in vois if fold_of(v.patient_id) == fold and v.patient_id != held.name]
+    return fold, train, train_pool, held_vois
+
+
 def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: Path, *,
                   cv: bool = True, ship: bool = False, max_fp_per_scan: float = 1.0,
                   ship_fold: str | None = None, progress: bool = True,
@@ -79,7 +92,6 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
     )
     from lungcad_inference.evaluation import detection_summary, write_detection
     from lungcad_inference.inference import load_models
-    from lungcad_inference.training.splits import fold_of
     from lungcad_inference.training.train_detector import train_detector
     from lungcad_inference.weights import DETECTOR, WEIGHTS_DIR, save_weights
 
@@ -106,11 +118,7 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
             pending.remove(held)
             fold_dir = out_dir / f"loso-{held.name}"
             if not (fold_dir / "detector.pt").exists():
-                fold = fold_of(held.name)
-                train = [s for s in studies if s is not held]
-                train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
-                held_vois = [v for v in vois if fold_of(v.patient_id) == fold
-                             and v.patient_id != held.name]
+                fold, train, train_pool, held_vois = _loso_fold(held, studies, vois, pool)
                 model, summary = train_detector(train, train_pool, fold_config, fold_dir,
                                                 progress, hard_negatives=hard)
                 save_weights(model, config.network_kwargs(), fold_dir / "detector.pt",
@@ -121,21 +129,13 @@ def run_detection(studies: list[Study], vois: list[Voi], config: Any, out_dir: P
         if not claim(out_dir / "loso"):
             return {"finished_by_another_process": True}
         for held in studies:
-            from lungcad_inference.networks import NoduleDetector
-            from lungcad_inference.weights import load_network
-
-            fold = fold_of(held.name)
-            train = [s for s in studies if s is not held]
-            train_pool = [v for v in pool if fold_of(v.patient_id) != fold]
-            held_vois = [v for v in vois if fold_of(v.patient_id) == fold
-                         and v.patient_id != held.name]
+            fold, train, train_pool, held_vois = _loso_fold(held, studies, vois, pool)
             fold_dir = out_dir / f"loso-{held.name}"
-            model, side = load_network(fold_dir / "detector.pt", NoduleDetector)
-            summary = side.get("summary", {})
             models = load_models(config.device, config.threads,
                                  detector_path=fold_dir / "detector.pt",
                                  malignancy_path=fold_dir / "none.pt",
                                  segmentation_path=fold_dir / "none.pt", threshold=0.5)
+            model, summary = models.detector, models.detector_meta.get("summary", {})
             rng = np.random.default_rng(config.seed + 17)
             real_scan, real, i_scans, i_records = score_study(
                 models, held, held_vois, rng, per_volume=6,
