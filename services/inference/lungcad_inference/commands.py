@@ -81,7 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(SCONF[args.config], seed=args.seed, threads=args.threads,
                                      device=placement["device"],
                                      **({"iterations": args.iterations}
-                                        if args.iterations else {}))
+                                        if args.iterations else {}),
+                                     **({"cv_iterations": args.cv_iterations}
+                                        if args.cv_iterations else {}))
         result = experiments.run_segmentation(vois, _load_studies(args), config, out,
                                               cv=not args.no_cv, ship=args.ship,
                                               voi_source=Path(args.vois))
@@ -309,7 +311,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--iterations", type=int,
                    help="override (detector; segmentation: the final model)")
     t.add_argument("--cv-iterations", type=int,
-                   help="detector: iterations of each leave-one-study-out fold model")
+                   help="detector: iterations of each leave-one-study-out fold model; "
+                        "segmentation: of each cross-validation fold model")
     t.add_argument("--no-mining", action="store_true",
                    help="detector: no hard negatives mined with the shipped detector")
     t.add_argument("--no-cv", action="store_true", help="only the final model")
