@@ -135,8 +135,6 @@ def load_models(device: str | None = None, threads: int | None = None, *,
     dev = torch.device(device or resolve_device("auto"))  # any torch name, e.g. "cuda:1"
     root = weights_dir or WEIGHTS_DIR
     det, det_meta = load_network(detector_path or root / f"{DETECTOR}.pt", NoduleDetector, dev)
-    if dev.type == "cpu":
-        det = det.to(memory_format=torch.channels_last_3d)
     mal_path = malignancy_path or root / f"{MALIGNANCY}.pt"
     mal, mal_meta = (load_network(mal_path, MalignancyNet, dev) if mal_path.exists()
                      else (None, {}))
