@@ -14,7 +14,9 @@ The detector runs as one fully convolutional pass over the whole (lung-cropped) 
 to a multiple of 16 (memory grows linearly with the volume: about 1.5 GB for a 300^3 box).
 Candidates are heatmap peaks above the operating threshold (default from the weights' sidecar,
 ``detector.json`` ``operating_threshold``), within 8 mm of the lung mask, at most
-``max_candidates``; each is then scored by the malignancy network on a 32 mm cube around it.
+``max_candidates``. A second pass of the same network on the volume halved to 2 mm adds
+masses of 20 mm or more that the first pass did not report (:mod:`.multiscale`). Each
+candidate is then scored by the malignancy network on a 32 mm cube around it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from lungcad_inference.decode import decode
 from lungcad_inference.intensity import HU_WINDOW, normalise_hu
+from lungcad_inference.multiscale import COARSE_MIN_MM
 from lungcad_inference.nodule_size import equivalent_diameter_mm, segment_nodule, size_features
 from lungcad_inference.weights import (
     DETECTOR,
@@ -81,6 +84,9 @@ class Models:
     max_candidates: int = 20
     segmentation: Any | None = None
     segmentation_meta: dict[str, Any] = field(default_factory=dict)
+    # the coarse pass (:mod:`lungcad_inference.multiscale`) keeps candidates of at least this
+    # diameter; None: no coarse pass
+    coarse_min_mm: float | None = COARSE_MIN_MM
 
     def type_model(self) -> Any | None:
         """The learned nodule-type head shipped with the segmentation weights, if any."""
@@ -164,6 +170,21 @@ def run_detector(models: Models, hu_zyx: np.ndarray) -> np.ndarray:
             t = t.contiguous(memory_format=torch.channels_last_3d)
         out = models.detector(t)[0].float().cpu().numpy()
     return out
+
+
+def with_coarse_pass(models: Models, hu_zyx: np.ndarray, lungs_zyx: np.ndarray,
+                     fine: list[Any], threshold: float) -> list[Any]:
+    """``fine`` candidates plus those of the detector run on the volume halved to 2 mm
+    (:mod:`lungcad_inference.multiscale`: masses too large for the 1 mm pass), at most
+    ``models.max_candidates``, highest score first."""
+    from lungcad_inference.multiscale import coarse_candidates, halve, merge
+
+    half_out = run_detector(models, np.rint(halve(hu_zyx)).astype(np.int16))
+    lungs_half = halve(lungs_zyx, "max")
+    coarse = coarse_candidates(decode(half_out, 4, None, threshold=threshold,
+                                      max_candidates=models.max_candidates), lungs_half,
+                               min_diameter_mm=float(models.coarse_min_mm or 0.0))
+    return merge(fine, coarse)[:models.max_candidates]
 
 
 def crop_cube(volume: np.ndarray, centre_zyx: Any, size: int, fill: float) -> np.ndarray:
@@ -258,6 +279,8 @@ def detect(models: Models, hu_zyx: np.ndarray, lungs_zyx: np.ndarray, geometry: 
     out = run_detector(models, hu_zyx)
     thr = models.threshold if threshold is None else threshold
     raw = decode(out, 4, lungs_zyx, threshold=thr, max_candidates=models.max_candidates)
+    if models.coarse_min_mm is not None:
+        raw = with_coarse_pass(models, hu_zyx, lungs_zyx, raw, thr)
     cubes = [crop_cube(hu_zyx, r.centre_zyx, PATCH_MM, -1000.0) for r in raw]
     segment = models.segmenter()
     learned: list[Any] = [None] * len(raw)

@@ -1,0 +1,78 @@
+"""A second, coarse detector pass for masses too large for the full-resolution pass.
+
+The detector is trained on 64 mm patches with lesions of 3-50 mm; a 40-80 mm tumour fills or
+overflows that field of view and the full-resolution pass may not respond to it at all (the
+model card's misses). The same network run on the volume halved to 2 mm voxels sees such a
+mass at half its size, inside its training range. Pure functions on ``(z, y, x)`` arrays:
+
+- :func:`halve` averages (HU) or takes the maximum (lung labels) of 2x2x2 blocks;
+- :func:`coarse_candidates` maps the coarse pass's candidates back to the 1 mm grid and keeps
+  those of at least ``min_diameter_mm`` (20 mm: at 2 mm voxels they look 10 mm or larger,
+  the middle of the training range; smaller lesions are the full-resolution pass's) whose
+  centre lies within their own radius of the lung mask (a mass at the pleura or the
+  mediastinum may push its centre out of the lung; at least 8 mm, as the fine pass);
+- :func:`merge` adds to the fine pass's candidates the coarse ones that no fine candidate
+  already covers (within either's radius), so a lesion is reported once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from lungcad_inference.decode import RawCandidate
+
+COARSE_MIN_MM = 20.0
+LUNG_MARGIN_MM = 8.0
+
+
+def halve(volume: np.ndarray, how: str = "mean") -> np.ndarray:
+    """``volume`` on a grid of 2x2x2 blocks (odd edges repeated): block mean as float32
+    (``how="mean"``) or block maximum in the input dtype (``how="max"``)."""
+    pad = [(0, n % 2) for n in volume.shape]
+    v = np.pad(volume, pad, mode="edge") if any(p[1] for p in pad) else volume
+    z, y, x = v.shape
+    blocks = v.reshape(z // 2, 2, y // 2, 2, x // 2, 2)
+    if how == "mean":
+        return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+    if how == "max":
+        return blocks.max(axis=(1, 3, 5))
+    raise ValueError(f"halve: how must be 'mean' or 'max', got {how!r}")
+
+
+def coarse_candidates(raw: list[RawCandidate], lungs_half: np.ndarray, *,
+                      min_diameter_mm: float = COARSE_MIN_MM,
+                      lung_margin_mm: float = LUNG_MARGIN_MM) -> list[RawCandidate]:
+    """Candidates decoded on the halved grid (centres in half-grid voxels, diameters in
+    half-grid voxels) -> 1 mm grid candidates of at least ``min_diameter_mm`` whose centre is
+    within ``max(lung_margin_mm, diameter / 2)`` of ``lungs_half`` (labels on the halved
+    grid)."""
+    if not raw:
+        return []
+    lung = lungs_half > 0
+    if not lung.any():
+        return []
+    outside_mm = ndimage.distance_transform_edt(~lung) * 2.0
+    out = []
+    for r in raw:
+        diameter = 2.0 * r.diameter_mm
+        if diameter < min_diameter_mm:
+            continue
+        k = np.clip(np.rint(r.centre_zyx).astype(int), 0, np.array(lung.shape) - 1)
+        if outside_mm[tuple(k)] > max(lung_margin_mm, diameter / 2):
+            continue
+        out.append(RawCandidate(np.asarray(r.centre_zyx, float) * 2.0 + 0.5, diameter,
+                                r.score))
+    return out
+
+
+def merge(fine: list[RawCandidate], coarse: list[RawCandidate]) -> list[RawCandidate]:
+    """``fine`` plus the ``coarse`` candidates no kept candidate covers (centres closer than
+    the larger radius), highest score first."""
+    kept = list(fine)
+    for c in sorted(coarse, key=lambda r: -r.score):
+        if any(np.linalg.norm(np.asarray(c.centre_zyx) - np.asarray(k.centre_zyx))
+               < max(c.diameter_mm, k.diameter_mm) / 2 for k in kept):
+            continue
+        kept.append(c)
+    return sorted(kept, key=lambda r: -r.score)
