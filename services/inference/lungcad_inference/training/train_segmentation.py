@@ -25,7 +25,7 @@ CHECKPOINT = "segmentation_checkpoint.pt"
 class SegTrainConfig:
     channels: tuple[int, int, int, int] = (8, 16, 32, 64)
     batch: int = 4
-    iterations: int = 1600
+    iterations: int = 1000
     cv_iterations: int = 1000  # each cross-validation fold model
     max_cube: int = 64  # training cubes (larger only at serving, for very large lesions)
     lr: float = 3e-3
