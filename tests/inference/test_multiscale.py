@@ -37,9 +37,12 @@ def test_coarse_candidates_map_back_and_apply_the_size_and_lung_rules() -> None:
     assert coarse_candidates(raw, np.zeros_like(lungs)) == []
 
 
-def test_merge_adds_only_lesions_the_fine_pass_did_not_report() -> None:
-    fine = [RawCandidate(np.array([50.0, 50.0, 50.0]), 8.0, 0.5)]
-    coarse = [RawCandidate(np.array([55.0, 50.0, 50.0]), 30.0, 0.9),  # covers the fine one
-              RawCandidate(np.array([120.0, 50.0, 50.0]), 40.0, 0.6)]
+def test_merge_reports_each_lesion_once_by_its_higher_score() -> None:
+    fine = [RawCandidate(np.array([50.0, 50.0, 50.0]), 8.0, 0.5),
+            RawCandidate(np.array([50.0, 50.0, 58.0]), 6.0, 0.45),  # a second fragment
+            RawCandidate(np.array([200.0, 50.0, 50.0]), 6.0, 0.95)]
+    coarse = [RawCandidate(np.array([55.0, 50.0, 50.0]), 30.0, 0.9),  # covers both fragments
+              RawCandidate(np.array([120.0, 50.0, 50.0]), 40.0, 0.6),
+              RawCandidate(np.array([205.0, 50.0, 50.0]), 24.0, 0.7)]  # the fine one is higher
     out = merge(fine, coarse)
-    assert [c.score for c in out] == [0.6, 0.5]
+    assert [c.score for c in out] == [0.95, 0.9, 0.6]

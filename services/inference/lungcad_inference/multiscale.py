@@ -11,8 +11,8 @@ mass at half its size, inside its training range. Pure functions on ``(z, y, x)`
   the middle of the training range; smaller lesions are the full-resolution pass's) whose
   centre lies within their own radius of the lung mask (a mass at the pleura or the
   mediastinum may push its centre out of the lung; at least 8 mm, as the fine pass);
-- :func:`merge` adds to the fine pass's candidates the coarse ones that no fine candidate
-  already covers (within either's radius), so a lesion is reported once.
+- :func:`merge` joins the two lists; where a fine and a coarse candidate overlap (within the
+  larger radius) the higher-scoring one stands for the lesion, so it is reported once.
 """
 
 from __future__ import annotations
@@ -67,12 +67,16 @@ def coarse_candidates(raw: list[RawCandidate], lungs_half: np.ndarray, *,
 
 
 def merge(fine: list[RawCandidate], coarse: list[RawCandidate]) -> list[RawCandidate]:
-    """``fine`` plus the ``coarse`` candidates no kept candidate covers (centres closer than
-    the larger radius), highest score first."""
-    kept = list(fine)
-    for c in sorted(coarse, key=lambda r: -r.score):
-        if any(np.linalg.norm(np.asarray(c.centre_zyx) - np.asarray(k.centre_zyx))
-               < max(c.diameter_mm, k.diameter_mm) / 2 for k in kept):
+    """One list, highest score first: where a fine and a coarse candidate overlap (centres
+    closer than the larger radius) only the higher-scoring one is kept (greedy suppression
+    between the passes; each pass is already suppressed within itself by ``decode``)."""
+    pool = sorted([(r, False) for r in fine] + [(r, True) for r in coarse],
+                  key=lambda rc: -rc[0].score)
+    kept: list[tuple[RawCandidate, bool]] = []
+    for r, is_coarse in pool:
+        if any(kc != is_coarse and np.linalg.norm(np.asarray(r.centre_zyx)
+                                                  - np.asarray(k.centre_zyx))
+               < max(r.diameter_mm, k.diameter_mm) / 2 for k, kc in kept):
             continue
-        kept.append(c)
-    return sorted(kept, key=lambda r: -r.score)
+        kept.append((r, is_coarse))
+    return [r for r, _ in kept]
