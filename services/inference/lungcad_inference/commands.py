@@ -151,6 +151,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     models = load_models("cpu" if args.cpu else None, args.threads,
                          weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                          threshold=args.threshold)
+    if args.no_coarse_pass:
+        models.coarse_min_mm = None
     if args.what == "segmentation":
         return _evaluate_segmentation(models, Path(args.path[0]), out)
     if args.what == "malignancy":
@@ -334,6 +336,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--weights-dir")
     e.add_argument("--threshold", type=float, help="detector operating threshold")
     e.add_argument("--cpu", action="store_true")
+    e.add_argument("--no-coarse-pass", action="store_true",
+                   help="detection: the 1 mm pass alone (no 2 mm pass for large masses)")
     e.add_argument("--gallery", action="store_true",
                    help="detection: key images of misses and false positives (PNG, made from "
                         "the data on demand)")
