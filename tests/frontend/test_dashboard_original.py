@@ -8,6 +8,7 @@ image, with its pixel aspect, in the pane and centres it), not from the viewer.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ def wait_image(page: Any, number: int) -> None:
 
 
 def test_original_series_jumps_to_the_finding_image_and_draws_it_in_place(
-        page: Any, dashboard: tuple[Gateway, Case]) -> None:
+        page: Any, dashboard: tuple[Gateway, Case], artifacts_dir: Path) -> None:
     gateway, case = dashboard
     series = series_of(gateway, case.job_id)
     numbers = [image["instance_number"] for image in series["images"]]
@@ -100,6 +101,7 @@ def test_original_series_jumps_to_the_finding_image_and_draws_it_in_place(
         for px, py in ((x - radius, y), (x, y - radius), (x, y + radius), (x + radius, y)):
             assert has_outline_near(page, px, py), (finding.id, px, py)
         assert not has_outline_near(page, x, y, reach=1)  # a ring, not a filled disc
+    page.screenshot(path=artifacts_dir / "original-series.png")
     assert page.errors == []
 
 

@@ -119,6 +119,30 @@ export async function showCase(root, jobId, view = null) {
   keyImageLoader = new KeyImages();
   const layout = buildLayout(root, info, keyImageLoader);
   layout.show(mode, data);
+  let switching = 0; // a later switch supersedes one still loading
+  /** Switch the reading mode in place (the address follows, without reopening the case). @param {View} next */
+  layout.onSwitch = async (next) => {
+    const token = ++switching;
+    current?.destroy();
+    current = null;
+    const loading = h("p", { class: "view-loading", role: "status", text: `Loading the ${VIEWS[next]}…` });
+    layout.viewport.replaceChildren(loading);
+    try {
+      const loaded = await loadView(info, next, (f) => { loading.textContent = `Loading the ${VIEWS[next]}… ${Math.round(f * 100)} %`; });
+      if (mine !== generation || token !== switching) return;
+      history.replaceState(null, "", caseHash(jobId, next));
+      layout.show(next, loaded);
+      root.dataset.view = next;
+      layout.refreshMarkers(await loadFeedback(info, layout));
+      if (layout.selected) layout.select(layout.selected);
+    } catch (error) {
+      if (mine !== generation || token !== switching) return;
+      const again = h("button", { type: "button", class: "retry", text: "Retry" });
+      again.addEventListener("click", () => layout.onSwitch(next));
+      layout.viewport.replaceChildren(h("div", { class: "error-panel", role: "alert" },
+        h("p", { text: `The ${VIEWS[next]} cannot be shown: ${/** @type {Error} */ (error).message}` }), again));
+    }
+  };
   const feedback = await loadFeedback(info, layout);
   if (mine !== generation) return;
   layout.refreshMarkers(feedback);
@@ -130,29 +154,6 @@ export async function showCase(root, jobId, view = null) {
     root.dataset.view = mode;
     root.dataset.ready = "true";
   });
-
-  /** Switch the reading mode in place (the address follows, without reopening the case). @param {View} next */
-  layout.onSwitch = async (next) => {
-    const loading = h("p", { class: "view-loading", role: "status", text: `Loading the ${VIEWS[next]}…` });
-    layout.viewport.replaceChildren(loading);
-    current?.destroy();
-    current = null;
-    try {
-      const loaded = await loadView(info, next, (f) => { loading.textContent = `Loading the ${VIEWS[next]}… ${Math.round(f * 100)} %`; });
-      if (mine !== generation) return;
-      history.replaceState(null, "", caseHash(jobId, next));
-      layout.show(next, loaded);
-      root.dataset.view = next;
-      layout.refreshMarkers(await loadFeedback(info, layout));
-      if (layout.selected) layout.select(layout.selected);
-    } catch (error) {
-      if (mine !== generation) return;
-      const again = h("button", { type: "button", class: "retry", text: "Retry" });
-      again.addEventListener("click", () => layout.onSwitch(next));
-      layout.viewport.replaceChildren(h("div", { class: "error-panel", role: "alert" },
-        h("p", { text: `The ${VIEWS[next]} cannot be shown: ${/** @type {Error} */ (error).message}` }), again));
-    }
-  };
 }
 
 /** @param {HTMLElement} root @param {any} info @param {KeyImages} loader */
