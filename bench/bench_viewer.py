@@ -136,13 +136,14 @@ def run_browser(url: str, key: str, job_id: str, repeat: int, frames: int) -> di
         for _ in range(repeat):
             page.goto("about:blank")
             t = time.perf_counter()
-            page.goto(f"{url}/#/case/{job_id}")
+            page.goto(f"{url}/#/case/{job_id}?view=reconstruction")  # the 1 mm three-plane view
             page.locator('main[data-ready="true"]').wait_for()
             cold.append((time.perf_counter() - t) * 1000)
             page.evaluate("location.hash = '#/worklist'")
             page.locator(f'tr[data-job="{job_id}"]').wait_for()
             t = time.perf_counter()
-            page.locator(f'tr[data-job="{job_id}"] a.open-case').click()
+            page.evaluate("hash => { location.hash = hash; }",
+                          f"#/case/{job_id}?view=reconstruction")
             page.locator('main[data-ready="true"]').wait_for()
             warm.append((time.perf_counter() - t) * 1000)
         page.locator(".pane-axial canvas").focus()

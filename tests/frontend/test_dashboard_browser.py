@@ -35,9 +35,17 @@ def sign_in(page: Any, gateway: Gateway, reader: str = "Dr Test") -> None:
     page.get_by_role("heading", name="Worklist").wait_for()
 
 
-def open_case(page: Any, job_id: str) -> None:
-    page.locator(f'tr[data-job="{job_id}"] a.open-case').click()
-    page.locator('main[data-ready="true"]').wait_for()
+def open_case(page: Any, job_id: str, view: str = "reconstruction") -> None:
+    """Open a case from the worklist in a reading mode: "original" is what the worklist link
+    opens for a DICOM study; "reconstruction" (the 1 mm three-plane view) is asked for in the
+    address, as the mode toggle leaves it."""
+    link = page.locator(f'tr[data-job="{job_id}"] a.open-case')
+    if view == "original":
+        link.click()
+    else:
+        link.wait_for()
+        page.evaluate("hash => { location.hash = hash; }", f"#/case/{job_id}?view={view}")
+    page.locator(f'main[data-ready="true"][data-view="{view}"]').wait_for()
 
 
 def axial_slice(page: Any) -> int:

@@ -41,7 +41,8 @@ def test_a_failed_volume_download_retries_then_offers_retry(
                       content_type="application/problem+json", body='{"detail": "busy"}')
 
     page.route("**/viewer/volume", unavailable)
-    page.locator(f'tr[data-job="{case.job_id}"] a.open-case').click()
+    page.locator(f'tr[data-job="{case.job_id}"] a.open-case').wait_for()
+    page.evaluate("hash => { location.hash = hash; }", f"#/case/{case.job_id}?view=reconstruction")
     alert = page.get_by_role("alert").filter(has_text="This case cannot be shown")
     alert.wait_for()
     assert "HTTP 503" in alert.inner_text() and len(calls) >= 2  # retried before giving up

@@ -5,6 +5,7 @@ import { dicomDate, fmt, h, pct, progressBar, replace, size } from "./dom.js";
 import { KeyImages } from "./keyimages.js";
 import { readingTools } from "./reading.js";
 import { LABELS, MANAGEMENT, caseRisk, locationText } from "./risk.js";
+import { StackViewer } from "./stack.js";
 import { PRESETS, SliceViewer } from "./viewer.js";
 import { fetchArray } from "./volume.js";
 
@@ -27,7 +28,11 @@ const TOOL_HINTS = {
   bidirectional: "Drag the long axis, then the short axis, on the same slice.",
 };
 
-/** @type {SliceViewer | null} */
+/** The two reading modes: the original DICOM series, or the 1 mm three-plane reconstruction. */
+export const VIEWS = { original: "Original series", reconstruction: "1 mm reconstruction" };
+/** @typedef {keyof typeof VIEWS} View */
+
+/** @type {SliceViewer | StackViewer | null} */
 let current = null;
 /** @type {KeyImages | null} */
 let keyImageLoader = null;
@@ -41,18 +46,52 @@ export function leaveCase() {
   keyImageLoader = null;
 }
 
-/** @param {HTMLElement} root @param {Error} error @param {() => void} retry */
-function showLoadError(root, error, retry) {
+/**
+ * @param {HTMLElement} root @param {Error} error @param {() => void} retry
+ * @param {{label: string, go: () => void}} [other] another way to read the case
+ */
+function showLoadError(root, error, retry, other) {
   const again = h("button", { type: "button", class: "retry", text: "Retry" });
   again.addEventListener("click", retry);
+  const instead = other ? h("button", { type: "button", class: "other-view", text: other.label }) : null;
+  if (instead && other) instead.addEventListener("click", other.go);
   replace(root, h("section", { class: "error-panel", role: "alert" },
     h("h1", { text: "This case cannot be shown" }), h("p", { text: error.message }),
-    h("p", {}, again, " ", h("a", { href: "#/worklist", text: "Back to the worklist" }))));
+    h("p", {}, again, " ", instead, instead ? " " : null, h("a", { href: "#/worklist", text: "Back to the worklist" }))));
   again.focus();
 }
 
-/** @param {HTMLElement} root @param {string} jobId */
-export async function showCase(root, jobId) {
+/** @param {string} jobId @param {View} view */
+export function caseHash(jobId, view) {
+  return `#/case/${jobId}?view=${view}`;
+}
+
+/**
+ * Fetch what a reading mode draws: the original series (metadata and its pixel stack, two
+ * requests), or the 1 mm volume and lung mask.
+ * @param {any} info @param {View} view @param {(fraction: number) => void} onProgress
+ */
+async function loadView(info, view, onProgress) {
+  if (view === "original") {
+    const series = await request(info.original.url);
+    const stack = await fetchArray(series.pixels_url, onProgress);
+    return { series, stack };
+  }
+  const fractions = [0, 0];
+  const show = () => onProgress((fractions[0] * 3 + fractions[1]) / 4);
+  const [volume, mask] = await Promise.all([
+    fetchArray(info.volume.url, (f) => { fractions[0] = f; show(); }),
+    info.mask ? fetchArray(info.mask.url, (f) => { fractions[1] = f; show(); }) : Promise.resolve(null),
+  ]);
+  return { volume, mask };
+}
+
+/**
+ * Open a case in a reading mode: `view` from the address, else the original series when the
+ * job has one, else the 1 mm reconstruction.
+ * @param {HTMLElement} root @param {string} jobId @param {View | null} [view]
+ */
+export async function showCase(root, jobId, view = null) {
   leaveCase();
   const mine = generation;
   const t0 = performance.now();
@@ -61,36 +100,49 @@ export async function showCase(root, jobId) {
   /** @type {any} */
   let info;
   /** @type {any} */
-  let volume;
-  /** @type {any} */
-  let mask;
+  let data;
+  /** @type {View} */
+  let mode = view || "reconstruction";
   try {
     info = await request(`/v1/jobs/${encodeURIComponent(jobId)}/viewer`);
-    const fractions = [0, 0];
-    const show = () => status.set(((fractions[0] * 3 + fractions[1]) / 4) * 100, "Loading the images…");
-    [volume, mask] = await Promise.all([
-      fetchArray(info.volume.url, (f) => { fractions[0] = f; show(); }),
-      info.mask ? fetchArray(info.mask.url, (f) => { fractions[1] = f; show(); }) : Promise.resolve(null),
-    ]);
+    mode = info.original && view !== "reconstruction" ? "original" : "reconstruction";
+    data = await loadView(info, mode, (f) => status.set(f * 100, "Loading the images…"));
   } catch (error) {
-    if (mine === generation) showLoadError(root, /** @type {Error} */ (error), () => showCase(root, jobId));
+    if (mine !== generation) return;
+    const other = mode === "original"
+      ? { label: `Show the ${VIEWS.reconstruction}`, go: () => { location.hash = caseHash(jobId, "reconstruction"); } }
+      : undefined;
+    showLoadError(root, /** @type {Error} */ (error), () => showCase(root, jobId, view), other);
     return;
   }
   if (mine !== generation) return;
   keyImageLoader = new KeyImages();
   const layout = buildLayout(root, info, keyImageLoader);
-  const viewer = new SliceViewer(layout.viewport, {
-    volume: /** @type {Int16Array} */ (volume.data), shape: volume.shape,
-    spacing: info.geometry.spacing_zyx_mm,
-    mask: mask ? /** @type {Uint8Array} */ (mask.data) : null,
-    onPick: (zyx) => layout.addMissed(zyx),
-    onWindow: () => layout.windowChanged(),
-    onMip: (v) => layout.reading.mipChanged(v),
-    onProbe: (probe) => layout.reading.showProbe(probe),
-    onMeasure: (entries) => layout.reading.showMeasurements(entries),
-  });
-  current = viewer;
-  layout.bind(viewer);
+  layout.show(mode, data);
+  let switching = 0; // a later switch supersedes one still loading
+  /** Switch the reading mode in place (the address follows, without reopening the case). @param {View} next */
+  layout.onSwitch = async (next) => {
+    const token = ++switching;
+    current?.destroy();
+    current = null;
+    const loading = h("p", { class: "view-loading", role: "status", text: `Loading the ${VIEWS[next]}…` });
+    layout.viewport.replaceChildren(loading);
+    try {
+      const loaded = await loadView(info, next, (f) => { loading.textContent = `Loading the ${VIEWS[next]}… ${Math.round(f * 100)} %`; });
+      if (mine !== generation || token !== switching) return;
+      history.replaceState(null, "", caseHash(jobId, next));
+      layout.show(next, loaded);
+      root.dataset.view = next;
+      layout.refreshMarkers(await loadFeedback(info, layout));
+      if (layout.selected) layout.select(layout.selected);
+    } catch (error) {
+      if (mine !== generation || token !== switching) return;
+      const again = h("button", { type: "button", class: "retry", text: "Retry" });
+      again.addEventListener("click", () => layout.onSwitch(next));
+      layout.viewport.replaceChildren(h("div", { class: "error-panel", role: "alert" },
+        h("p", { text: `The ${VIEWS[next]} cannot be shown: ${/** @type {Error} */ (error).message}` }), again));
+    }
+  };
   const feedback = await loadFeedback(info, layout);
   if (mine !== generation) return;
   layout.refreshMarkers(feedback);
@@ -99,6 +151,7 @@ export async function showCase(root, jobId) {
   requestAnimationFrame(() => {
     const perf = /** @type {any} */ (window).__lungcadPerf;
     perf.openMs = performance.now() - t0;
+    root.dataset.view = mode;
     root.dataset.ready = "true";
   });
 }
@@ -119,7 +172,10 @@ function buildLayout(root, info, loader) {
   const zoomOut = h("button", { type: "button", "aria-label": "Zoom out", text: "−" });
   const reset = h("button", { type: "button", text: "Reset view" });
   const reading = readingTools();
+  const viewButtons = info.original ? Object.entries(VIEWS).map(([name, label]) =>
+    h("button", { type: "button", class: "view", dataset: { view: name }, "aria-pressed": "false", text: label })) : [];
   const toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Viewer tools" },
+    viewButtons.length ? h("span", { class: "group", role: "group", "aria-label": "Reading mode" }, viewButtons) : null,
     h("span", { class: "group", role: "group", "aria-label": "Window presets" }, presetButtons),
     h("span", { class: "group", role: "group", "aria-label": "Mouse tool" }, toolButtons),
     reading.group,
@@ -165,8 +221,12 @@ function buildLayout(root, info, loader) {
         h("h2", { text: "Downloads" }), downloads,
         h("h2", { text: "Review trail" }), trail))));
 
-  /** @type {SliceViewer | null} */
+  /** @type {SliceViewer | StackViewer | null} */
   let viewer = null;
+  /** @type {string | null} */
+  let selectedId = null;
+  /** @type {{verdicts: Record<string, string>, data: any[]}} */
+  let lastFeedback = { verdicts: {}, data: [] };
   /** @type {Record<string, string>} */
   let verdicts = {};
   /** @type {any[]} */
@@ -202,7 +262,9 @@ function buildLayout(root, info, loader) {
   function select(id) {
     const vf = info.findings.find((/** @type {any} */ x) => x.finding.id === id);
     if (!vf || !viewer) return;
-    viewer.jumpTo(vf.index_zyx, id);
+    selectedId = id;
+    if (viewer instanceof StackViewer) viewer.jumpToFinding(vf.finding);
+    else viewer.jumpTo(vf.index_zyx, id);
     for (const r of rows) {
       r.classList.toggle("selected", r.dataset.finding === id);
       if (r.dataset.finding === id) r.setAttribute("aria-current", "true");
@@ -228,6 +290,7 @@ function buildLayout(root, info, loader) {
 
   /** @param {{verdicts: Record<string, string>, data: any[]}} fb */
   function refreshMarkers(fb) {
+    lastFeedback = fb;
     verdicts = fb.verdicts;
     const withdrawn = new Set(fb.data.filter((d) => d.action === "withdraw").map((d) => d.finding_id));
     added = fb.data.filter((d) => d.action === "add" && d.index_zyx && !withdrawn.has(d.finding_id));
@@ -242,6 +305,14 @@ function buildLayout(root, info, loader) {
       h("strong", { text: d.actor }), ` ${d.action} ${d.finding_id || ""}`,
       originalPlace(d))) :
       h("li", { class: "muted", text: "No review yet." }));
+    if (viewer instanceof StackViewer) {
+      viewer.setMarkers([
+        ...info.findings.map((/** @type {any} */ vf) => ({ id: vf.finding.id, center_mm: vf.finding.center_mm,
+          diameter_mm: vf.finding.diameter_mm, verdict: verdicts[vf.finding.id] })),
+        ...added.map((d) => ({ id: d.finding_id, center_mm: d.center_mm, diameter_mm: 6, kind: /** @type {const} */ ("added") })),
+      ]);
+      return;
+    }
     viewer?.setMarkers([
       ...info.findings.map((/** @type {any} */ vf) => ({ id: vf.finding.id, index_zyx: vf.index_zyx, radius_vox: vf.radius_vox, verdict: verdicts[vf.finding.id] })),
       ...added.map((d) => ({ id: d.finding_id, index_zyx: d.index_zyx, radius_vox: [3, 3, 3], kind: /** @type {const} */ ("added") })),
@@ -254,12 +325,15 @@ function buildLayout(root, info, loader) {
     for (const o of toolButtons) o.setAttribute("aria-pressed", String(o.dataset.tool === tool));
   }
 
-  /** One click records one missed nodule; the tool then disarms, and the entry can be undone. @param {number[]} zyx */
-  async function addMissed(zyx) {
+  /**
+   * One click records one missed nodule; the tool then disarms, and the entry can be undone.
+   * @param {{index_zyx: number[]} | {center_mm: number[]}} where a 1 mm grid voxel, or an LPS point
+   */
+  async function addMissed(where) {
     setTool("window");
     try {
       const entry = await request(`/v1/jobs/${encodeURIComponent(job.id)}/feedback`,
-        { method: "POST", json: { action: "add", index_zyx: zyx } });
+        { method: "POST", json: { action: "add", ...where } });
       const undo = h("button", { type: "button", class: "undo", text: "Undo" });
       undo.addEventListener("click", () => withdraw(entry.finding_id));
       replace(message, `Missed nodule ${entry.finding_id} recorded. `, undo);
@@ -280,9 +354,49 @@ function buildLayout(root, info, loader) {
     }
   }
 
+  for (const b of presetButtons) {
+    b.addEventListener("click", () => viewer?.setPreset(/** @type {any} */ (b.dataset.preset)));
+  }
+  for (const b of toolButtons) {
+    b.addEventListener("click", () => {
+      setTool(/** @type {any} */ (b.dataset.tool));
+      message.textContent = TOOL_HINTS[b.dataset.tool || ""] || "";
+    });
+  }
+  for (const input of toolbar.querySelectorAll("input[data-overlay]")) {
+    const box = /** @type {HTMLInputElement} */ (input);
+    box.addEventListener("change", () => viewer?.setOverlay(/** @type {any} */ (box.dataset.overlay), box.checked));
+  }
+  for (const b of viewButtons) {
+    b.addEventListener("click", () => {
+      const next = /** @type {View} */ (b.dataset.view);
+      if (b.getAttribute("aria-pressed") !== "true") api.onSwitch(next);
+    });
+  }
+  reading.bind(() => viewer);
+  zoomIn.addEventListener("click", () => viewer?.zoomBy(1.25));
+  zoomOut.addEventListener("click", () => viewer?.zoomBy(0.8));
+  reset.addEventListener("click", () => viewer?.resetView());
+
+  /** The controls that only the 1 mm grid has are disabled in the original series. @param {View} mode */
+  function controlsFor(mode) {
+    for (const b of viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === mode));
+    const gridOnly = [...reading.group.querySelectorAll("button, select"),
+      ...toolButtons.filter((b) => b.dataset.tool === "measure" || b.dataset.tool === "bidirectional"),
+      ...toolbar.querySelectorAll("input[data-overlay=mask], input[data-overlay=crosshair]")];
+    for (const el of gridOnly) {
+      /** @type {HTMLButtonElement} */ (el).disabled = mode === "original";
+      if (mode === "original") el.setAttribute("title", `Available in the ${VIEWS.reconstruction}`);
+      else el.removeAttribute("title");
+    }
+  }
+
   const api = {
     viewport, message, trail, reading,
     refreshMarkers, select, addMissed,
+    /** @type {(view: View) => void} set by showCase */
+    onSwitch: (/** @type {View} */ view) => { void view; },
+    get selected() { return selectedId; },
     /** The pressed preset follows the window: none after a drag to a custom one. */
     windowChanged() {
       const w = viewer?.window;
@@ -291,26 +405,44 @@ function buildLayout(root, info, loader) {
         o.setAttribute("aria-pressed", String(!!w && p.width === w.width && p.level === w.level));
       }
     },
-    /** @param {SliceViewer} v */
-    bind(v) {
-      viewer = v;
-      for (const b of presetButtons) {
-        b.addEventListener("click", () => v.setPreset(/** @type {any} */ (b.dataset.preset)));
-      }
-      for (const b of toolButtons) {
-        b.addEventListener("click", () => {
-          setTool(/** @type {any} */ (b.dataset.tool));
-          message.textContent = TOOL_HINTS[b.dataset.tool || ""] || "";
+    /**
+     * Draw a reading mode in the viewport, with what loadView fetched for it.
+     * @param {View} mode @param {any} data
+     */
+    show(mode, data) {
+      current?.destroy();
+      viewport.replaceChildren();
+      setTool("window");
+      if (mode === "original") {
+        viewer = new StackViewer(viewport, {
+          pixels: /** @type {Int16Array} */ (data.stack.data), shape: data.stack.shape, series: data.series,
+          onPick: (mm) => addMissed({ center_mm: mm }),
+          onWindow: () => api.windowChanged(),
+          onProbe: (probe) => reading.showProbe(probe),
+        });
+      } else {
+        viewer = new SliceViewer(viewport, {
+          volume: /** @type {Int16Array} */ (data.volume.data), shape: data.volume.shape,
+          spacing: info.geometry.spacing_zyx_mm,
+          mask: data.mask ? /** @type {Uint8Array} */ (data.mask.data) : null,
+          onPick: (zyx) => addMissed({ index_zyx: zyx }),
+          onWindow: () => api.windowChanged(),
+          onMip: (v) => reading.mipChanged(v),
+          onProbe: (probe) => reading.showProbe(probe),
+          onMeasure: (entries) => reading.showMeasurements(entries),
         });
       }
       for (const input of toolbar.querySelectorAll("input[data-overlay]")) {
         const box = /** @type {HTMLInputElement} */ (input);
-        box.addEventListener("change", () => v.setOverlay(/** @type {any} */ (box.dataset.overlay), box.checked));
+        viewer.setOverlay(/** @type {any} */ (box.dataset.overlay), box.checked);
       }
-      reading.bind(v);
-      zoomIn.addEventListener("click", () => v.zoomBy(1.25));
-      zoomOut.addEventListener("click", () => v.zoomBy(0.8));
-      reset.addEventListener("click", () => v.resetView());
+      current = viewer;
+      controlsFor(mode);
+      reading.mipChanged(viewer);
+      reading.showMeasurements([]);
+      reading.showProbe(null);
+      api.windowChanged();
+      refreshMarkers(lastFeedback);
     },
   };
   return api;

@@ -1,5 +1,5 @@
 // @ts-check
-/** The dashboard's entry: session check and a hash router (#/worklist, #/upload, #/case/<id>). */
+/** The dashboard's entry: session check and a hash router (#/worklist, #/upload, #/case/<id>[?view=original|reconstruction]). */
 import { currentSession, signOut } from "./api.js";
 import { leaveCase, showCase } from "./case.js";
 import { h, replace } from "./dom.js";
@@ -17,6 +17,7 @@ function leave() {
   leaveWorklist();
   leaveUpload();
   delete app.dataset.ready;
+  delete app.dataset.view;
 }
 
 function renderNav() {
@@ -43,8 +44,8 @@ async function route() {
     return;
   }
   const hash = location.hash || "#/worklist";
-  const caseMatch = /^#\/case\/([0-9a-f-]{36})$/.exec(hash);
-  if (caseMatch) await showCase(app, caseMatch[1]);
+  const caseMatch = /^#\/case\/([0-9a-f-]{36})(?:\?view=(original|reconstruction))?$/.exec(hash);
+  if (caseMatch) await showCase(app, caseMatch[1], /** @type {any} */ (caseMatch[2]) || null);
   else if (hash === "#/upload") showUpload(app);
   else showWorklist(app);
 }

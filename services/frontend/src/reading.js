@@ -22,22 +22,30 @@ export function readingTools() {
 
   return {
     group, probe, list,
-    /** @param {import("./viewer.js").SliceViewer} viewer */
-    bind(viewer) {
-      mip.addEventListener("click", () => viewer.setMip(!viewer.mip, Number(slab.value)));
-      slab.addEventListener("change", () => viewer.setMip(viewer.mip, Number(slab.value)));
-      clear.addEventListener("click", () => viewer.clearMeasurements());
+    /**
+     * Bound once; the viewer is looked up on each use (the case view can switch viewers).
+     * @param {() => {mip: boolean, setMip: (on: boolean, mm?: number) => void, clearMeasurements: () => void} | null} viewerOf
+     */
+    bind(viewerOf) {
+      mip.addEventListener("click", () => { const v = viewerOf(); v?.setMip(!v.mip, Number(slab.value)); });
+      slab.addEventListener("change", () => { const v = viewerOf(); v?.setMip(v.mip, Number(slab.value)); });
+      clear.addEventListener("click", () => viewerOf()?.clearMeasurements());
     },
-    /** The button and select follow the viewer (the P key toggles it too). @param {import("./viewer.js").SliceViewer} viewer */
+    /** The button and select follow the viewer (the P key toggles it too). @param {{mip: boolean, slabMm: number}} viewer */
     mipChanged(viewer) {
       mip.setAttribute("aria-pressed", String(viewer.mip));
       slab.value = String(viewer.slabMm);
     },
-    /** @param {import("./viewer.js").Probe | null} p */
+    /** @param {(import("./viewer.js").Probe & {image?: number | null}) | null} p */
     showProbe(p) {
       if (!p) {
         probe.textContent = "Point at the image to read HU.";
         for (const key of ["hu", "zyx", "plane", "mip"]) delete probe.dataset[key];
+        return;
+      }
+      if (p.plane === "original") { // zyx: image (1-based stack position), row, column
+        probe.textContent = `${p.hu} HU at image ${p.image ?? "—"} (${p.zyx[0]} of the stack), row ${p.zyx[1]}, column ${p.zyx[2]}`;
+        Object.assign(probe.dataset, { hu: String(p.hu), zyx: p.zyx.join(" "), plane: p.plane, mip: "0" });
         return;
       }
       const where = p.zyx.map((v, i) => `${AXES[i]} ${v}`).join(", ");

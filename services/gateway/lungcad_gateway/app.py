@@ -17,7 +17,15 @@ from lungcad_gateway import openapi, problems, static
 from lungcad_gateway.audit import AuditMiddleware, AuditWriter
 from lungcad_gateway.metrics import Metrics, MetricsMiddleware
 from lungcad_gateway.relay import Relay
-from lungcad_gateway.routes import dicomweb, feedback, health, jobs, session, viewer
+from lungcad_gateway.routes import (
+    dicomweb,
+    feedback,
+    health,
+    jobs,
+    session,
+    viewer,
+    viewer_original,
+)
 from lungcad_gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None, run_relay: bool = True) -> Fast
     app.include_router(health.router)
     app.include_router(session.router)
     app.include_router(viewer.router)
+    app.include_router(viewer_original.router)
     app.include_router(feedback.router)
     static.install(app, settings)
     openapi.install(app)

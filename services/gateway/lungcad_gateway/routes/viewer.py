@@ -28,6 +28,7 @@ from lungcad.findings import NOTICE, FindingsDocument
 from lungcad.imaging.geometry import Geometry
 from lungcad.schemas import JobPublic, Problem
 from lungcad_gateway.deps import SearchText, SessionDep, SettingsDep, StoreDep, TenantDep
+from lungcad_gateway.original_series import OriginalInfo, original_info
 from lungcad_gateway.presenters import job_public
 from lungcad_gateway.routes.jobs import RESULT_ARTIFACT
 from lungcad_gateway.routes.session import actor_for, audit
@@ -103,6 +104,9 @@ class ViewerCase(BaseModel):
     case: dict[str, Any] | None = None
     model: dict[str, Any] | None = None
     downloads: list[Download]
+    original: OriginalInfo | None = Field(
+        None, description="The original DICOM series (native pixels, PACS image numbers); "
+                          "null for a volume upload (NIfTI, MetaImage, NRRD)")
 
 
 # -- helpers shared with the feedback routes --------------------------------------------------
@@ -250,7 +254,7 @@ def viewer_case(job_id: str, session: SessionDep, tenant: TenantDep,
         findings=findings, findings_source=RESULT_ARTIFACT if document else None,
         case=document.case.model_dump(mode="json", by_alias=True) if document else None,
         model=document.model.model_dump(mode="json") if document else None,
-        downloads=downloads)
+        downloads=downloads, original=original_info(job.id, meta, job.inputs))
 
 
 def _array_response(request: Request, job_id: str, name: str, session: Session, tenant_id: str,
@@ -260,10 +264,16 @@ def _array_response(request: Request, job_id: str, name: str, session: Session, 
     require_viewable(job, artifacts)
     if name not in artifacts:
         raise NotFound(f"The job has no {name.replace('_', ' ')}.", code="artifact_not_found")
-    body, inflated = npz_member_deflate(store.get_bytes(artifacts[name].object_key), ARRAYS[name])
+    data = store.get_bytes(artifacts[name].object_key)
     audit(session, request, tenant_id, actor_for(request), "read",
           f"jobs/{job.id}/viewer/{name}", 200)
     session.commit()
+    return array_response(data, ARRAYS[name])
+
+
+def array_response(npz: bytes, array: str) -> Response:
+    """The answer for one array of a stored ``.npz``: its ``.npy`` as raw DEFLATE."""
+    body, inflated = npz_member_deflate(npz, array)
     return Response(body, media_type="application/octet-stream", headers={
         "X-LungCAD-Format": "npy", "X-LungCAD-Encoding": "deflate-raw",
         "X-LungCAD-Inflated-Length": str(inflated), "Cache-Control": "private, no-store"})
