@@ -126,6 +126,18 @@ def test_original_series_scrolls_windows_and_toggles(page: Any,
                            ".textContent.includes('W 350 L 50')")
     assert page.get_by_role("button", name="Mediastinum").get_attribute("aria-pressed") == "true"
     assert pane.get_attribute("data-index") == str(start + 2)
+    # cine: C plays through the images (wrapping), C again stops it where it is
+    page.keyboard.press("c")
+    page.wait_for_function("() => document.querySelector('.pane-original .pane-label')"
+                           ".textContent.includes('Cine')")
+    page.wait_for_function(f"() => Number(document.querySelector('{PANE}').dataset.index) "
+                           f"!== {start + 2}")
+    page.keyboard.press("c")
+    page.wait_for_function("() => !document.querySelector('.pane-original .pane-label')"
+                           ".textContent.includes('Cine')")
+    stopped = pane.get_attribute("data-index")
+    page.wait_for_timeout(400)  # 4 frames at 10 images a second, had it still been playing
+    assert pane.get_attribute("data-index") == stopped
 
     page.get_by_role("button", name="1 mm reconstruction").click()
     page.locator('main[data-view="reconstruction"] .pane-axial canvas').wait_for()

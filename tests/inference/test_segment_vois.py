@@ -111,3 +111,40 @@ def test_summary_intervals_bracket_the_median() -> None:
     assert lo <= s["dice_median"]["value"] <= hi and hi - lo < 0.2
     assert s["dice_median_by_size"]["6-10 mm"]["n"] == 60
     assert s["long_axis_minus_readers_diameter_mm"]["median"] == pytest.approx(1.0)
+
+
+def _scored(fold: int, dice_by_t: dict[float, float]) -> dict:  # type: ignore[type-arg]
+    return {"fold": fold, "by_threshold": {t: (None, None, {"dice": d})
+                                           for t, d in dice_by_t.items()}}
+
+
+def test_threshold_is_chosen_by_mean_dice_and_without_the_fold() -> None:
+    from lungcad_inference.segment_vois import choose_threshold
+
+    scored = [_scored(0, {0.5: 0.9, 0.7: 0.2}), _scored(1, {0.5: 0.6, 0.7: 0.8}),
+              _scored(2, {0.5: 0.6, 0.7: 0.8})]
+    assert choose_threshold(scored, (0.5, 0.7)) == 0.5  # mean 0.70 against 0.60
+    # fold 0's own VOI decides nothing about fold 0: the others prefer 0.7
+    assert choose_threshold([v for v in scored if v["fold"] != 0], (0.5, 0.7)) == 0.7
+    assert choose_threshold([_scored(0, {0.5: None, 0.7: None})], (0.5, 0.7)) == 0.5  # type: ignore[dict-item]
+
+
+def test_cross_validation_scores_each_voi_at_a_threshold_chosen_without_its_fold(
+        tmp_path: Path) -> None:
+    from lungcad_inference.segment_vois import (
+        CALIBRATION_THRESHOLDS,
+        cross_validated_segmentation,
+        read_outlines,
+    )
+    from lungcad_inference.training.splits import fold_of
+
+    src = _voi_folder(tmp_path / "in")
+    out = tmp_path / "cv"
+    summary = cross_validated_segmentation([_Threshold(), _Threshold()], src, out,
+                                           threads=1)["summary"]
+    assert set(summary["threshold_by_fold"]) == {"0", "1"}
+    assert summary["calibrated_threshold"] in CALIBRATION_THRESHOLDS
+    assert set(summary["dice_mean_by_threshold"]) == {str(t) for t in CALIBRATION_THRESHOLDS}
+    assert summary["vois_with_reference"] == 2 and summary["dice_median"]["value"] > 0.8
+    assert {fold_of("P-1", 2), fold_of("P-2", 2)} <= {0, 1}
+    assert set(read_outlines(out / "outlines.npz")) == {("P-1", "1"), ("P-2", "1")}

@@ -55,7 +55,8 @@ def test_fold_model_outlines_held_out_patients(shared_data, tmp_path) -> None:  
         return len(picked) % 2 == 1  # a fixed half of the fold
 
     result = segment_voi_set(lambda pid: (model, 0), zip_path, tmp_path, write_masks=False,
-                             select=select)
+                             select=select,  # the threshold chosen without fold 0's patients
+                             threshold=float(meta.get("probability_threshold", 0.5)))
     assert set(patient_hashes(picked)) <= set(meta["held_out_patients_sha1"])  # never seen
     summary = result["summary"]
     assert summary["vois_with_reference"] > 60

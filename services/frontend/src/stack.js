@@ -19,6 +19,7 @@ import { PRESETS } from "./viewer.js";
  *   verdict?: string}} StackMarker
  */
 
+const CINE_FPS = 10;
 const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
 
 export class StackViewer {
@@ -64,7 +65,7 @@ export class StackViewer {
     this.canvas.tabIndex = 0;
     this.canvas.setAttribute("role", "img");
     this.canvas.setAttribute("aria-label", "Original series image. Mouse wheel or arrow keys: next or previous image; " +
-      "drag: window/level or pan; + and -: zoom; 0: reset; L and M: lung and mediastinum window.");
+      "drag: window/level or pan; + and -: zoom; 0: reset; L and M: lung and mediastinum window; C: cine.");
     this.label = document.createElement("div");
     this.label.className = "pane-label";
     this.el.append(this.canvas, this.label);
@@ -78,6 +79,7 @@ export class StackViewer {
     this.out = new Uint32Array(this.image.data.buffer);
     this.stale = true;
     this.frame = 0;
+    this.cineTimer = 0;
     this.bindEvents();
     this.resizer = new ResizeObserver(() => this.invalidate(false));
     this.resizer.observe(this.canvas);
@@ -163,6 +165,32 @@ export class StackViewer {
     this.setImage(k);
   }
 
+  /**
+   * Cine: step through the images at `fps` frames per second, wrapping at the end; a second
+   * call (or any scroll or key step) stops it.
+   * @param {number} [fps]
+   */
+  toggleCine(fps = CINE_FPS) {
+    if (this.cineTimer) {
+      this.stopCine();
+      return;
+    }
+    this.cineTimer = setInterval(() => {
+      this.k = (this.k + 1) % this.shape.n;
+      this.invalidate(true);
+    }, 1000 / fps);
+    this.el.classList.add("cine");
+    this.invalidate(false);
+  }
+
+  stopCine() {
+    if (!this.cineTimer) return;
+    clearInterval(this.cineTimer);
+    this.cineTimer = 0;
+    this.el.classList.remove("cine");
+    this.invalidate(false);
+  }
+
   /** @param {number} factor */
   zoomBy(factor) {
     this.zoom = Math.max(0.5, Math.min(16, this.zoom * factor));
@@ -183,6 +211,7 @@ export class StackViewer {
   }
 
   destroy() {
+    this.stopCine();
     cancelAnimationFrame(this.frame);
     this.resizer.disconnect();
     this.host.classList.remove("single");
@@ -253,7 +282,8 @@ export class StackViewer {
     const number = image.instance_number ?? "—";
     Object.assign(this.el.dataset, { image: String(image.instance_number ?? ""), index: String(this.k + 1),
       sopInstanceUid: image.sop_instance_uid });
-    this.label.textContent = `Image ${number} (${this.k + 1} of ${n})  W ${this.window.width} L ${this.window.level}`;
+    this.label.textContent = `Image ${number} (${this.k + 1} of ${n})  W ${this.window.width} L ${this.window.level}` +
+      (this.cineTimer ? "  Cine" : "");
   }
 
   /**
@@ -291,7 +321,10 @@ export class StackViewer {
     this.el.addEventListener("wheel", (e) => {
       e.preventDefault();
       if (e.ctrlKey || e.metaKey) this.zoomBy(e.deltaY < 0 ? 1.15 : 1 / 1.15);
-      else this.setImage(this.k + (e.deltaY > 0 ? 1 : -1));
+      else {
+        this.stopCine();
+        this.setImage(this.k + (e.deltaY > 0 ? 1 : -1));
+      }
     }, { passive: false });
     canvas.addEventListener("keydown", (e) => {
       const keys = /** @type {Record<string, () => void>} */ ({
@@ -301,10 +334,12 @@ export class StackViewer {
         Home: () => this.setImage(0), End: () => this.setImage(this.shape.n - 1),
         "+": () => this.zoomBy(1.25), "=": () => this.zoomBy(1.25), "-": () => this.zoomBy(0.8),
         "0": () => this.resetView(), l: () => this.setPreset("lung"), m: () => this.setPreset("mediastinum"),
+        c: () => this.toggleCine(),
       });
       const action = keys[e.key];
       if (action && !e.altKey && !e.ctrlKey) {
         e.preventDefault();
+        if (e.key !== "c") this.stopCine();
         action();
       }
     });

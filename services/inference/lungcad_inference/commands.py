@@ -170,7 +170,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from lungcad_inference.segment_vois import read_outlines, segment_voi_set
 
             segment_voi_set(lambda pid: (models.segmentation, ""), Path(args.path[0]),
-                            out / "outlines", write_masks=False, save_outlines=True)
+                            out / "outlines", write_masks=False, save_outlines=True,
+                            threshold=models.segmentation_threshold)
             outlines = read_outlines(out / "outlines" / "outlines.npz")
         data = build_set(load_vois(Path(args.path[0]), _cache_dir(args), _rule(args)),
                          include_unlabelled=True, outlines=outlines)
@@ -255,7 +256,8 @@ def _evaluate_segmentation(models: object, source: Path, out: Path) -> int:
         print("evaluate: no segmentation weights found (segmentation.pt)", file=sys.stderr)
         return 2
     type_model = models.type_model() if hasattr(models, "type_model") else None
-    result = segment_voi_set(lambda pid: (seg, ""), source, out, type_model=type_model)
+    result = segment_voi_set(lambda pid: (seg, ""), source, out, type_model=type_model,
+                             threshold=models.segmentation_threshold)
     summary = result["summary"]
     seen = set(getattr(models, "segmentation_meta", {}).get("training_patients_sha1", []))
     patients = {r["patient_id"] for r in result["rows"]}

@@ -106,7 +106,16 @@ class Models:
 
         from lungcad_inference.segmentation import segment_at
 
-        return partial(segment_at, self.segmentation, device=self.device)
+        return partial(segment_at, self.segmentation, device=self.device,
+                       threshold=self.segmentation_threshold)
+
+    @property
+    def segmentation_threshold(self) -> float:
+        """The probability threshold the segmentation weights were calibrated for (their
+        sidecar's ``probability_threshold``; 0.5 for older weights)."""
+        from lungcad_inference.segmentation import PROBABILITY_THRESHOLD
+
+        return float(self.segmentation_meta.get("probability_threshold", PROBABILITY_THRESHOLD))
 
     @property
     def name(self) -> str:

@@ -22,10 +22,16 @@ from typing import Any
 import numpy as np
 
 from lungcad_inference.data.vois import _int
-from lungcad_inference.segmentation import PROBABILITY_THRESHOLD, segment_at
+from lungcad_inference.segmentation import (
+    PROBABILITY_THRESHOLD,
+    nodule_from_probability,
+    segment_probabilities,
+)
 
 log = logging.getLogger(__name__)
 TYPES = ("ground-glass", "part-solid", "solid")
+# probability thresholds the cross-validation chooses among (nested, per fold)
+CALIBRATION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 FIELDS = ("patient_id", "nodule_id", "fold", "volume_mm3", "long_axis_mm", "short_axis_mm",
           "long_axis_3d_mm", "type", "readers_texture", "readers_type", "readers_diameter_mm",
           "reference_volume_mm3", "dice", "volume_error")
@@ -60,15 +66,24 @@ def largest_3d_extent_mm(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
 
 
 def segment_voi(model: Any, image_path: Path, seed_xyz: tuple[float, float, float],
-                diameter_hint_mm: float = 10.0, type_model: Any | None = None
+                diameter_hint_mm: float = 10.0, type_model: Any | None = None,
+                threshold: float = PROBABILITY_THRESHOLD
                 ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
     """``(native mask as a SimpleITK uint8 image, native mask array (z, y, x), the mask on the
     VOI's 1 mm grid (the grid of :func:`lungcad_inference.data.vois.load_vois`),
-    measurements)``."""
+    measurements)`` at probability ``threshold``."""
+    return segment_voi_thresholds(model, image_path, seed_xyz, (threshold,), diameter_hint_mm,
+                                  type_model)[threshold]
+
+
+def segment_voi_thresholds(model: Any, image_path: Path, seed_xyz: tuple[float, float, float],
+                           thresholds: tuple[float, ...], diameter_hint_mm: float = 10.0,
+                           type_model: Any | None = None
+                           ) -> dict[float, tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]]:
+    """:func:`segment_voi`'s result for each of ``thresholds``, from one network pass."""
     import SimpleITK as sitk
 
     from lungcad.imaging import Volume
-    from lungcad_inference.clinical.measure import classify_type, feret_2d
     from lungcad_preprocess.resample import canonical_grid, resample
 
     native = sitk.ReadImage(str(image_path))
@@ -76,7 +91,25 @@ def segment_voi(model: Any, image_path: Path, seed_xyz: tuple[float, float, floa
     grid = canonical_grid(volume.geometry, 1.0)
     hu = resample(volume, grid, default=-1000.0, threads=1)
     seed = grid.world_to_index(np.asarray(seed_xyz, float))
-    [(mask, start)] = segment_at(model, hu, [seed], [diameter_hint_mm])
+    [(p, start)] = segment_probabilities(model, hu, [seed], [diameter_hint_mm])
+    out = {}
+    for t in thresholds:
+        mask = nodule_from_probability(p, np.asarray(seed, float) - start, t)
+        out[t] = _voi_outline(mask, start, hu, grid, volume, native, type_model)
+    return out
+
+
+def _voi_outline(mask: np.ndarray, start: np.ndarray, hu: np.ndarray, grid: Any, volume: Any,
+                 native: Any, type_model: Any | None
+                 ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
+    """A 1 mm cube mask -> the native mask (image and array), the 1 mm mask on the VOI's
+    grid and the measurements."""
+    import SimpleITK as sitk
+
+    from lungcad.imaging import Volume
+    from lungcad_inference.clinical.measure import classify_type, feret_2d
+    from lungcad_preprocess.resample import resample
+
     prob = np.zeros(grid.shape, np.float32)
     lo = np.maximum(start, 0)
     hi = np.minimum(start + np.array(mask.shape), grid.shape)
@@ -85,7 +118,7 @@ def segment_voi(model: Any, image_path: Path, seed_xyz: tuple[float, float, floa
             tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start, strict=True))]
     one_mm = prob >= 0.5
     soft = Volume(prob, grid).to_sitk()
-    back = resample(soft, volume.geometry, default=0.0, threads=1) >= PROBABILITY_THRESHOLD
+    back = resample(soft, volume.geometry, default=0.0, threads=1) >= 0.5
     if not back.any() and one_mm.any():  # a nodule thinner than a native slice: nearest voxel
         back = resample(soft, volume.geometry, nearest=True, default=0.0, threads=1) >= 0.5
     native_mask = back.astype(np.uint8)
@@ -174,15 +207,62 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def segment_voi_set(models_by_fold: Any, source: Path, out_dir: Path, *,
                     write_masks: bool = True, save_outlines: bool = False,
-                    select: Any = None, type_model: Any | None = None) -> dict[str, Any]:
+                    select: Any = None, type_model: Any | None = None,
+                    threshold: float = PROBABILITY_THRESHOLD) -> dict[str, Any]:
     """Segment every VOI under ``source`` (zip or folder) with ``models_by_fold(patient_id)``
     -> ``(model, fold label)``; write ``masks/``, ``segmentation.csv`` and
     ``segmentation_metrics.json`` into ``out_dir`` (and, with ``save_outlines``, the 1 mm
     masks as ``outlines.npz``, keyed ``<patient_id>_R_<nodule_id>``); return the summary and
-    rows. ``select(labels row)``: which VOIs to segment (default all)."""
+    rows. ``select(labels row)``: which VOIs to segment (default all); ``threshold``: on the
+    network's probability."""
+    scored = _score_vois(models_by_fold, source, (threshold,), select, type_model)
+    return _write_voi_set([(v, threshold) for v in scored], out_dir, write_masks, save_outlines)
+
+
+def _score_vois(models_by_fold: Any, source: Path, thresholds: tuple[float, ...], select: Any,
+                type_model: Any | None) -> list[dict[str, Any]]:
+    """Per VOI: ``{"name", "fold", "by_threshold": {t: (image, one_mm, record)}}``, the
+    record holding the measurements and, where the VOI has a mask, Dice and volume error."""
     import SimpleITK as sitk
 
     from lungcad_inference.data.vois import _root, iter_voi_files
+
+    out: list[dict[str, Any]] = []
+    with _root(Path(source)) as root:
+        for row, image_path, mask_path in iter_voi_files(root):
+            if select is not None and not select(row):
+                continue
+            model, fold = models_by_fold(row["patient_id"])
+            seed = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+            ref_img = sitk.ReadImage(str(mask_path)) if mask_path is not None else None
+            ref = sitk.GetArrayFromImage(ref_img) > 0 if ref_img is not None else None
+            texture = _int(row.get("Texture_value"))
+            by_t = {}
+            for t, (image, pred, one_mm, info) in segment_voi_thresholds(
+                    model, image_path, seed, thresholds, type_model=type_model).items():
+                rec: dict[str, Any] = {"patient_id": row["patient_id"],
+                                       "nodule_id": row["nodule_id"], "fold": fold, **info,
+                                       "readers_texture": texture,
+                                       "readers_type": readers_type(texture),
+                                       "readers_diameter_mm": _float(row.get("diameter_mm")),
+                                       "reference_volume_mm3": None, "dice": None,
+                                       "volume_error": None}
+                if ref is not None and ref_img is not None and ref.shape == pred.shape \
+                        and ref.any():
+                    vox = float(np.prod(ref_img.GetSpacing()))
+                    rec["reference_volume_mm3"] = float(ref.sum() * vox)
+                    rec["dice"] = dice(pred > 0, ref)
+                    rec["volume_error"] = (rec["volume_mm3"] - rec["reference_volume_mm3"]) \
+                        / rec["reference_volume_mm3"]
+                by_t[t] = (image, one_mm, rec)
+            out.append({"name": image_path.name, "fold": fold, "by_threshold": by_t})
+    return out
+
+
+def _write_voi_set(chosen: list[tuple[dict[str, Any], float]], out_dir: Path,
+                   write_masks: bool, save_outlines: bool) -> dict[str, Any]:
+    """Write each VOI's result at its chosen threshold: masks, CSV, metrics, outlines."""
+    import SimpleITK as sitk
 
     out_dir.mkdir(parents=True, exist_ok=True)
     masks_dir = out_dir / "masks"
@@ -190,38 +270,15 @@ def segment_voi_set(models_by_fold: Any, source: Path, out_dir: Path, *,
         masks_dir.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
     outlines: dict[str, np.ndarray] = {}
-    with _root(Path(source)) as root:
-        for row, image_path, mask_path in iter_voi_files(root):
-            if select is not None and not select(row):
-                continue
-            model, fold = models_by_fold(row["patient_id"])
-            seed = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
-            image, pred, one_mm, info = segment_voi(model, image_path, seed,
-                                                    type_model=type_model)
-            if save_outlines:
-                outlines[f"{row['patient_id']}_R_{row['nodule_id']}"] = np.packbits(one_mm)
-                outlines[f"{row['patient_id']}_R_{row['nodule_id']}_shape"] = \
-                    np.array(one_mm.shape)
-            if write_masks:
-                sitk.WriteImage(image, str(masks_dir / image_path.name))
-            texture = _int(row.get("Texture_value"))
-            rec: dict[str, Any] = {"patient_id": row["patient_id"],
-                                   "nodule_id": row["nodule_id"], "fold": fold, **info,
-                                   "readers_texture": texture,
-                                   "readers_type": readers_type(texture),
-                                   "readers_diameter_mm": _float(row.get("diameter_mm")),
-                                   "reference_volume_mm3": None, "dice": None,
-                                   "volume_error": None}
-            if mask_path is not None:
-                ref_img = sitk.ReadImage(str(mask_path))
-                ref = sitk.GetArrayFromImage(ref_img) > 0
-                if ref.shape == pred.shape and ref.any():
-                    vox = float(np.prod(ref_img.GetSpacing()))
-                    rec["reference_volume_mm3"] = float(ref.sum() * vox)
-                    rec["dice"] = dice(pred > 0, ref)
-                    rec["volume_error"] = (rec["volume_mm3"] - rec["reference_volume_mm3"]) \
-                        / rec["reference_volume_mm3"]
-            rows.append(rec)
+    for voi, t in chosen:
+        image, one_mm, rec = voi["by_threshold"][t]
+        if save_outlines:
+            key = f"{rec['patient_id']}_R_{rec['nodule_id']}"
+            outlines[key] = np.packbits(one_mm)
+            outlines[f"{key}_shape"] = np.array(one_mm.shape)
+        if write_masks:
+            sitk.WriteImage(image, str(masks_dir / voi["name"]))
+        rows.append(rec)
     summary = summarise(rows)
     with (out_dir / "segmentation.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, FIELDS)
@@ -249,18 +306,48 @@ def read_outlines(path: Path) -> dict[tuple[str, str], np.ndarray]:
 
 
 def cross_validated_segmentation(fold_models: list[Any], source: Path, out_dir: Path, *,
-                                 threads: int = 2) -> dict[str, Any]:
-    """Every VOI scored by the fold model that never saw its patient (the shared split); the
-    out-of-fold 1 mm outlines are kept (``outlines.npz``) for the malignancy model's CV."""
+                                 threads: int = 2,
+                                 thresholds: tuple[float, ...] = CALIBRATION_THRESHOLDS
+                                 ) -> dict[str, Any]:
+    """Every VOI scored by the fold model that never saw its patient (the shared split), at
+    a probability threshold chosen without its fold: for fold k, the threshold of
+    ``thresholds`` with the highest mean Dice over the other folds' out-of-fold outlines
+    (nested, so no VOI's threshold is chosen on it). The out-of-fold 1 mm outlines are kept
+    (``outlines.npz``) for the malignancy model's CV. The summary adds the per-fold
+    thresholds, the out-of-fold mean Dice at each threshold and ``calibrated_threshold``
+    (the best over all folds: the one the final model ships with)."""
     import torch
 
     from lungcad_inference.training.splits import fold_of
 
     torch.set_num_threads(threads)
     k = len(fold_models)
-    result = segment_voi_set(lambda pid: (fold_models[fold_of(pid, k)], fold_of(pid, k)),
-                             source, out_dir, write_masks=False, save_outlines=True)
-    return {"summary": result["summary"]}
+    scored = _score_vois(lambda pid: (fold_models[fold_of(pid, k)], fold_of(pid, k)), source,
+                         tuple(thresholds), None, None)
+    by_fold = {f: choose_threshold([v for v in scored if v["fold"] != f], thresholds)
+               for f in range(k)}
+    result = _write_voi_set([(v, by_fold[v["fold"]]) for v in scored], out_dir,
+                            write_masks=False, save_outlines=True)
+    summary = result["summary"]
+    summary["threshold_by_fold"] = {str(f): t for f, t in by_fold.items()}
+    summary["dice_mean_by_threshold"] = {str(t): _mean_dice(scored, t) for t in thresholds}
+    summary["calibrated_threshold"] = choose_threshold(scored, thresholds)
+    (out_dir / "segmentation_metrics.json").write_text(json.dumps(summary, indent=2))
+    return {"summary": summary}
+
+
+def _mean_dice(scored: list[dict[str, Any]], t: float) -> float:
+    d = [v["by_threshold"][t][2]["dice"] for v in scored
+         if v["by_threshold"][t][2]["dice"] is not None]
+    return float(np.mean(d)) if d else float("nan")
+
+
+def choose_threshold(scored: list[dict[str, Any]], thresholds: tuple[float, ...]) -> float:
+    """The threshold with the highest mean Dice over ``scored`` (ties: the lowest)."""
+    means = [_mean_dice(scored, t) for t in thresholds]
+    if all(np.isnan(m) for m in means):
+        return PROBABILITY_THRESHOLD
+    return float(thresholds[int(np.nanargmax(means))])
 
 
 def _float(value: str | None) -> float | None:

@@ -107,15 +107,16 @@ def predict_probabilities(model: Any, cubes: list[np.ndarray], device: Any = "cp
     return [o for o in out if o is not None]
 
 
-def segment_at(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
-               diameters_mm: list[float], device: Any = "cpu"
-               ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each seed (voxel ``(z, y, x)`` on the 1 mm grid of ``hu_zyx``): ``(mask, start)``,
-    the nodule's boolean mask on a cube of the volume starting at index ``start``. The cube's
-    size follows ``diameters_mm`` (an estimate, e.g. the detector's); when the mask comes out
-    larger than that cube was sized for (``GROWTH`` times its extent needs a larger cube), or
-    reaches the cube's faces, the nodule is segmented again in a larger cube (at most
-    ``MAX_ROUNDS`` more passes, up to 96 mm)."""
+def segment_probabilities(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
+                          diameters_mm: list[float], device: Any = "cpu"
+                          ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each seed (voxel ``(z, y, x)`` on the 1 mm grid of ``hu_zyx``): ``(probability
+    cube, start)``, ``start`` the volume index of the cube's voxel 0. The cube's size follows
+    ``diameters_mm`` (an estimate, e.g. the detector's); when the nodule at probability 0.5
+    comes out larger than that cube was sized for (``GROWTH`` times its extent needs a larger
+    cube), or reaches the cube's faces, it is segmented again in a larger cube (at most
+    ``MAX_ROUNDS`` more passes, up to 96 mm). The cube choice does not depend on the final
+    threshold, so one pass serves every threshold."""
     sizes = [cube_size(d) for d in diameters_mm]
     result: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(sizes)
     todo = list(range(len(sizes)))
@@ -125,8 +126,8 @@ def segment_at(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
         probs = predict_probabilities(model, [c for c, _ in crops], device)
         again = []
         for i, (_, start), p in zip(todo, crops, probs, strict=True):
+            result[i] = (p, start)
             mask = nodule_from_probability(p, np.asarray(seeds_zyx[i], float) - start)
-            result[i] = (mask, start)
             wanted = cube_size(GROWTH * extent_mm(mask))
             if touches_border(mask):
                 wanted = max(wanted, sizes[i] * 2)  # cut off by the cube: look much wider
@@ -136,6 +137,20 @@ def segment_at(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
         todo = again
         rounds += 1
     return [r for r in result if r is not None]
+
+
+def segment_at(model: Any, hu_zyx: np.ndarray, seeds_zyx: list[Any],
+               diameters_mm: list[float], device: Any = "cpu",
+               threshold: float = PROBABILITY_THRESHOLD
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each seed: ``(mask, start)``, the nodule's boolean mask (the component at the seed
+    of ``probability >= threshold``, holes filled) on the cube of
+    :func:`segment_probabilities` starting at volume index ``start``. ``threshold``: the
+    weights' calibrated one where their sidecar carries it."""
+    return [(nodule_from_probability(p, np.asarray(seed, float) - start, threshold), start)
+            for (p, start), seed in zip(segment_probabilities(model, hu_zyx, seeds_zyx,
+                                                              diameters_mm, device),
+                                        seeds_zyx, strict=True)]
 
 
 def extent_mm(mask: np.ndarray) -> float:

@@ -420,10 +420,14 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
             result["size_auc_cv"] = size_auc_cv(vois, outlines)
             (cv_dir / "segmentation_cv_extra.json").write_text(json.dumps(
                 {"type_model_cv": type_cv, "size_auc_cv": result["size_auc_cv"]}, indent=2))
+        cv_summary = result.get("cross_validation", {}).get("summary", {})
         if ship:  # a fold model ships too, so tests can score patients it never saw
             fold0, side0 = load_network(fold_paths[0], NoduleSegNet)
+            side0 = {k: v for k, v in side0.items() if k != "training_patients_sha1"}
+            if "threshold_by_fold" in cv_summary:  # chosen without fold 0's patients
+                side0["probability_threshold"] = cv_summary["threshold_by_fold"]["0"]
             save_weights(fold0, config.network_kwargs(), WEIGHTS_DIR / f"{SEGMENTATION}_fold0.pt",
-                         {k: v for k, v in side0.items() if k != "training_patients_sha1"})
+                         side0)
     final_dir = out_dir / "final"
     model, summary = train_segmentation(vois, backgrounds, config, final_dir, progress)
     result["final"] = summary
@@ -431,6 +435,11 @@ def run_segmentation(vois: list[Voi], studies: list[Study], config: Any, out_dir
                "training_patients_sha1": patient_hashes(v.patient_id for v in vois),
                "metrics": result.get("cross_validation", {}).get("summary", {}),
                "type_model_cv": result.get("type_model_cv", {})}
+    calibrated = sidecar["metrics"].get("calibrated_threshold")
+    if calibrated is not None:
+        sidecar["probability_threshold"] = calibrated
+        sidecar["probability_threshold_rule"] = (
+            "the cross-validation's best mean Dice over every fold's out-of-fold outlines")
     if type_model is not None:
         sidecar["type_model"] = type_model.to_dict()
         sidecar["type_model_rule"] = ("fitted on the out-of-fold learned outlines of every "
