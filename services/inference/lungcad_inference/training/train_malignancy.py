@@ -63,7 +63,8 @@ def train_malignancy(data: MalignancySet, config: MalignancyTrainConfig,
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     dev = config.device
-    model = MalignancyNet(**config.network_kwargs()).to(dev)
+    fast = torch.channels_last_3d  # the same arithmetic, faster 3-D convolutions on the CPU
+    model = MalignancyNet(**config.network_kwargs()).to(dev, memory_format=fast)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(data.labels)
     steps = config.epochs * int(np.ceil(n / config.batch))
@@ -82,7 +83,8 @@ def train_malignancy(data: MalignancySet, config: MalignancyTrainConfig,
         losses = []
         for b in range(0, n, config.batch):
             idx = order[b:b + config.batch]
-            x = torch.from_numpy(augment_batch(rng, data.images[idx], True)[:, None]).to(dev)
+            x = torch.from_numpy(augment_batch(rng, data.images[idx], True)[:, None]).to(
+                dev, memory_format=fast)
             f = feats[idx].to(dev) if config.use_size else None
             with autocast(dev, amp):
                 logit = model(x, f)[:, 0]
