@@ -184,9 +184,9 @@ def test_calipers_measure_in_mm_at_the_current_zoom(
     page.mouse.down()
     page.mouse.move(cx + 60, cy, steps=6)
     page.mouse.up()
-    page.mouse.move(cx, cy - 25)
+    page.mouse.move(cx - 15, cy - 25)  # drawn askew: kept perpendicular to the long axis
     page.mouse.down()
-    page.mouse.move(cx, cy + 25, steps=6)
+    page.mouse.move(cx + 15, cy + 25, steps=6)
     page.mouse.up()
     page.wait_for_function("() => document.querySelector('.pane-axial').dataset.measureShortMm")
     long_mm, short_mm = 120 / s * spacing_x, 50 / s * spacing_y

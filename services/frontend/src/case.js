@@ -25,7 +25,7 @@ export function originalPlace(d) {
 const TOOL_HINTS = {
   add: "Click the missed nodule's centre on any plane (one click adds one).",
   measure: "Drag across a structure to measure its length; the last measurement on each plane stays.",
-  bidirectional: "Drag the long axis, then the short axis, on the same slice.",
+  bidirectional: "Drag the long axis, then the short axis (kept perpendicular), on the same slice.",
 };
 
 /** The two reading modes: the original DICOM series, or the 1 mm three-plane reconstruction. */

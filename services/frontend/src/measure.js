@@ -23,15 +23,36 @@ export function lineMm(line, colMm, rowMm) {
 }
 
 /**
- * The caliper after a drag: with the bidirectional tool, the short axis of a long axis drawn on
- * the same slice that has none yet; else a new caliper.
+ * The short axis as Lung-RADS measures it, perpendicular to the long axis: the drag from its
+ * start point projected onto the direction perpendicular (in mm, so also on anisotropic
+ * pixels) to `long`.
+ * @param {number[]} long @param {number[]} line @param {number} colMm @param {number} rowMm
+ * @returns {number[]}
+ */
+export function perpendicularLine(long, line, colMm, rowMm) {
+  const dx = (long[2] - long[0]) * colMm;
+  const dy = (long[3] - long[1]) * rowMm;
+  const len = Math.hypot(dx, dy);
+  if (!len) return line;
+  const nx = -dy / len;
+  const ny = dx / len;
+  const along = (line[2] - line[0]) * colMm * nx + (line[3] - line[1]) * rowMm * ny;
+  return [line[0], line[1], line[0] + (nx * along) / colMm, line[1] + (ny * along) / rowMm];
+}
+
+/**
+ * The caliper after a drag: with the bidirectional tool, the short axis (made perpendicular
+ * to the long axis) of a long axis drawn on the same slice that has none yet; else a new
+ * caliper.
  * @param {Measure | null} current @param {number[]} line @param {number} mm
  * @param {number} index @param {boolean} bidirectional
+ * @param {number} [colMm] @param {number} [rowMm] mm per pane pixel
  * @returns {Measure}
  */
-export function nextMeasure(current, line, mm, index, bidirectional) {
+export function nextMeasure(current, line, mm, index, bidirectional, colMm = 1, rowMm = 1) {
   if (bidirectional && current?.bidirectional && !current.short && current.index === index) {
-    return { ...current, short: line, shortMm: mm };
+    const short = perpendicularLine(current.long, line, colMm, rowMm);
+    return { ...current, short, shortMm: lineMm(short, colMm, rowMm) };
   }
   return { index, long: line, longMm: mm, short: null, shortMm: null, bidirectional };
 }

@@ -300,7 +300,8 @@ export class SliceViewer {
    * pane's long axis on this slice. @param {any} p @param {number[]} line pane pixel units
    */
   commitMeasure(p, line) {
-    p.measure = nextMeasure(p.measure, line, lineMm(line, p.colMm, p.rowMm), this.depthOf(p), this.tool === "bidirectional");
+    p.measure = nextMeasure(p.measure, line, lineMm(line, p.colMm, p.rowMm), this.depthOf(p), this.tool === "bidirectional",
+      p.colMm, p.rowMm);
     this.measureChanged();
   }
 
