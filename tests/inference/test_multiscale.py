@@ -46,3 +46,17 @@ def test_merge_reports_each_lesion_once_by_its_higher_score() -> None:
               RawCandidate(np.array([205.0, 50.0, 50.0]), 24.0, 0.7)]  # the fine one is higher
     out = merge(fine, coarse)
     assert [c.score for c in out] == [0.95, 0.9, 0.6]
+
+
+def test_a_coarse_candidate_takes_the_fine_geometry_of_the_same_lesion() -> None:
+    fine = [RawCandidate(np.array([50.0, 50.0, 52.0]), 22.0, 0.45),  # the same lesion
+            RawCandidate(np.array([150.0, 50.0, 62.0]), 8.0, 0.3)]  # a small fragment of a mass
+    coarse = [RawCandidate(np.array([50.0, 50.0, 50.0]), 28.0, 0.6),
+              RawCandidate(np.array([150.0, 50.0, 50.0]), 60.0, 0.5)]
+    out = merge(fine, coarse)
+    assert [c.score for c in out] == [0.6, 0.5]
+    np.testing.assert_allclose(out[0].centre_zyx, [50.0, 50.0, 52.0])
+    assert out[0].diameter_mm == 22.0
+    np.testing.assert_allclose(out[1].centre_zyx, [150.0, 50.0, 50.0])
+    assert out[1].diameter_mm == 60.0
+

@@ -12,7 +12,8 @@ mass at half its size, inside its training range. Pure functions on ``(z, y, x)`
   centre lies within their own radius of the lung mask (a mass at the pleura or the
   mediastinum may push its centre out of the lung; at least 8 mm, as the fine pass);
 - :func:`merge` joins the two lists; where a fine and a coarse candidate overlap (within the
-  larger radius) the higher-scoring one stands for the lesion, so it is reported once.
+  larger radius) the higher-scoring one stands for the lesion, so it is reported once (with
+  the fine candidate's more precise centre and size when both describe the same lesion).
 """
 
 from __future__ import annotations
@@ -69,14 +70,34 @@ def coarse_candidates(raw: list[RawCandidate], lungs_half: np.ndarray, *,
 def merge(fine: list[RawCandidate], coarse: list[RawCandidate]) -> list[RawCandidate]:
     """One list, highest score first: where a fine and a coarse candidate overlap (centres
     closer than the larger radius) only the higher-scoring one is kept (greedy suppression
-    between the passes; each pass is already suppressed within itself by ``decode``)."""
+    between the passes; each pass is already suppressed within itself by ``decode``). A kept
+    coarse candidate takes the centre and diameter of the best fine candidate it suppressed
+    when that one is at least half its diameter (the same lesion seen at 1 mm, not a fragment
+    of a mass): the 1 mm pass places and sizes a lesion more precisely."""
     pool = sorted([(r, False) for r in fine] + [(r, True) for r in coarse],
                   key=lambda rc: -rc[0].score)
     kept: list[tuple[RawCandidate, bool]] = []
+    suppressed: list[RawCandidate] = []
     for r, is_coarse in pool:
-        if any(kc != is_coarse and np.linalg.norm(np.asarray(r.centre_zyx)
-                                                  - np.asarray(k.centre_zyx))
-               < max(r.diameter_mm, k.diameter_mm) / 2 for k, kc in kept):
+        if any(kc != is_coarse and _overlap(r, k) for k, kc in kept):
+            if not is_coarse:
+                suppressed.append(r)
             continue
         kept.append((r, is_coarse))
-    return [r for r, _ in kept]
+    out = []
+    for r, is_coarse in kept:
+        same = [f for f in suppressed if is_coarse and _overlap(r, f)
+                and f.diameter_mm >= r.diameter_mm / 2]
+        if same:
+            best = max(same, key=lambda f: f.score)
+            r = RawCandidate(np.asarray(best.centre_zyx, float), best.diameter_mm, r.score)
+        out.append(r)
+    return out
+
+
+def _distance(a: RawCandidate, b: RawCandidate) -> float:
+    return float(np.linalg.norm(np.asarray(a.centre_zyx) - np.asarray(b.centre_zyx)))
+
+
+def _overlap(a: RawCandidate, b: RawCandidate) -> bool:
+    return _distance(a, b) < max(a.diameter_mm, b.diameter_mm) / 2
