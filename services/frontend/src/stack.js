@@ -11,7 +11,7 @@
  */
 import { drawScaleBar } from "./annotations.js";
 import { depthMm, imageGapMm, imageToWorld, indexOfInstance, pointOnImage, worldToImage } from "./original.js";
-import { PRESETS } from "./viewer.js";
+import { PRESETS, Windowed } from "./windowing.js";
 
 /**
  * @typedef {import("./original.js").OriginalSeries} OriginalSeries
@@ -22,7 +22,7 @@ import { PRESETS } from "./viewer.js";
 const CINE_FPS = 10;
 const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
 
-export class StackViewer {
+export class StackViewer extends Windowed {
   /**
    * @param {HTMLElement} host
    * @param {{pixels: Int16Array, shape: number[], series: OriginalSeries,
@@ -30,20 +30,19 @@ export class StackViewer {
    *   onProbe?: (probe: any) => void}} options `shape` is (n, rows, columns)
    */
   constructor(host, options) {
+    super(options.onWindow);
     this.host = host;
     this.pixels = options.pixels;
     this.series = options.series;
     const [n, rows, columns] = options.shape;
     this.shape = { n, rows, columns };
     this.onPick = options.onPick || (() => {});
-    this.onWindow = options.onWindow || (() => {});
     this.onProbe = options.onProbe || (() => {});
     const [rowMm, colMm] = this.series.pixel_spacing;
     this.rowMm = rowMm;
     this.colMm = colMm;
     this.gapMm = imageGapMm(this.series);
     this.k = Math.floor(n / 2);
-    this.window = { ...PRESETS.lung };
     this.overlays = { nodules: true };
     this.mip = false; // the slab MIP needs the 1 mm grid
     this.slabMm = 10;
@@ -56,8 +55,6 @@ export class StackViewer {
     this.zoom = 1;
     this.panX = 0;
     this.panY = 0;
-    this.grey = new Uint8Array(65536);
-    this.updateLut();
     this.el = document.createElement("div");
     this.el.className = "pane pane-original";
     this.el.dataset.plane = "original";
@@ -87,33 +84,6 @@ export class StackViewer {
   }
 
   // -- state ----------------------------------------------------------------------------------
-  updateLut() {
-    const lo = this.window.level - this.window.width / 2;
-    const scale = 255 / Math.max(1, this.window.width);
-    for (let i = 0; i < 65536; i++) {
-      const v = (i - 32768 - lo) * scale;
-      this.grey[i] = v <= 0 ? 0 : v >= 255 ? 255 : v;
-    }
-  }
-
-  /** @param {keyof typeof PRESETS} name */
-  setPreset(name) {
-    this.window = { ...PRESETS[name] };
-    this.windowChanged();
-  }
-
-  /** @param {number} width @param {number} level */
-  setWindow(width, level) {
-    this.window = { width: Math.max(1, Math.round(width)), level: Math.round(level), label: "Custom" };
-    this.windowChanged();
-  }
-
-  windowChanged() {
-    this.updateLut();
-    this.invalidate(true);
-    this.onWindow(this);
-  }
-
   /** @param {string} name @param {boolean} on */
   setOverlay(name, on) {
     if (name === "nodules") this.overlays.nodules = on;

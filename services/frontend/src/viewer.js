@@ -13,11 +13,9 @@
 import { drawOrientation, drawScaleBar } from "./annotations.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
 import { slabMax, slabRange } from "./slab.js";
+import { PRESETS, Windowed } from "./windowing.js";
 
-export const PRESETS = {
-  lung: { width: 1500, level: -600, label: "Lung" },
-  mediastinum: { width: 350, level: 50, label: "Mediastinum" },
-};
+export { PRESETS };
 
 const PLANES = /** @type {const} */ (["axial", "coronal", "sagittal"]);
 /** @typedef {typeof PLANES[number]} Plane */
@@ -43,7 +41,7 @@ const LUNG_TINT = [
 /** Per-frame timings, read by the benchmark (bench/bench_viewer.py). */
 const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
 
-export class SliceViewer {
+export class SliceViewer extends Windowed {
   /**
    * @param {HTMLElement} host
    * @param {{volume: Int16Array, shape: number[], spacing?: number[], mask?: Uint8Array | null,
@@ -54,6 +52,7 @@ export class SliceViewer {
    *   (z, y, x); spacing defaults to 1 mm
    */
   constructor(host, options) {
+    super(options.onWindow);
     this.host = host;
     this.volume = options.volume;
     this.mask = options.mask || null;
@@ -61,7 +60,6 @@ export class SliceViewer {
     this.shape = { nz, ny, nx };
     this.onChange = options.onChange || (() => {});
     this.onPick = options.onPick || (() => {});
-    this.onWindow = options.onWindow || (() => {});
     this.onMip = options.onMip || (() => {});
     this.onProbe = options.onProbe || (() => {});
     this.onMeasure = options.onMeasure || (() => {});
@@ -73,7 +71,6 @@ export class SliceViewer {
     this.probeAt = null;
     /** @type {Pos} */
     this.pos = { z: Math.floor(nz / 2), y: Math.floor(ny / 2), x: Math.floor(nx / 2) };
-    this.window = { ...PRESETS.lung };
     this.overlays = { mask: false, nodules: true, crosshair: true }; // the lung tint is opt-in
     /** @type {Tool} */
     this.tool = "window";
@@ -81,7 +78,6 @@ export class SliceViewer {
     this.markers = [];
     /** @type {string | null} */
     this.selected = null;
-    this.grey = new Uint8Array(65536);
     this.tints = LUNG_TINT.map(([r, g, b, a]) => {
       const table = new Uint32Array(256);
       for (let v = 0; v < 256; v++) {
@@ -90,7 +86,6 @@ export class SliceViewer {
       }
       return table;
     });
-    this.updateLut();
     this.panes = PLANES.map((plane) => this.makePane(plane));
     this.frame = 0;
     this.resizer = new ResizeObserver(() => this.invalidate(true));
@@ -133,34 +128,6 @@ export class SliceViewer {
   }
 
   // -- state ----------------------------------------------------------------------------------
-  updateLut() {
-    const lo = this.window.level - this.window.width / 2;
-    const scale = 255 / Math.max(1, this.window.width);
-    for (let i = 0; i < 65536; i++) {
-      const hu = i - 32768;
-      const v = (hu - lo) * scale;
-      this.grey[i] = v <= 0 ? 0 : v >= 255 ? 255 : v;
-    }
-  }
-
-  /** @param {keyof typeof PRESETS} name */
-  setPreset(name) {
-    this.window = { ...PRESETS[name] };
-    this.windowChanged();
-  }
-
-  /** @param {number} width @param {number} level */
-  setWindow(width, level) {
-    this.window = { width: Math.max(1, Math.round(width)), level: Math.round(level), label: "Custom" };
-    this.windowChanged();
-  }
-
-  windowChanged() {
-    this.updateLut();
-    this.invalidate(true);
-    this.onWindow(this);
-  }
-
   /** @param {"mask" | "nodules" | "crosshair"} name @param {boolean} on */
   setOverlay(name, on) {
     this.overlays[name] = on;
