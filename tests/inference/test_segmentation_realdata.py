@@ -19,8 +19,10 @@ import pytest
 pytestmark = pytest.mark.realdata
 
 # cross-validated figures (docs/model_card.md) minus a margin for a half-fold sample
-FOLD0_MEDIAN_DICE_MIN = 0.60  # CV fold 0: 0.665 (all 158 VOIs)
-FOLD0_MEDIAN_ABS_VOLUME_ERROR_MAX = 0.80  # CV fold 0: 0.53; this half: 0.70
+# (2026-12-07 weights: this half 0.738 and 0.34, fold 0's own threshold 0.6; the 2026-12-05
+# weights measured 0.665 and 0.70 and fail these bounds)
+FOLD0_MEDIAN_DICE_MIN = 0.70
+FOLD0_MEDIAN_ABS_VOLUME_ERROR_MAX = 0.45
 VOLUME_RANGE = (0.7, 1.5)  # of the three algorithms' smallest and largest volume
 # the three algorithms' volumes (mL), ../shared/data/README.md
 QIN_VOLUMES = {"QIN-LSC-0088": (2.0, 1.9, 2.1), "QIN-LSC-0014": (6.7, 5.9, 8.3),

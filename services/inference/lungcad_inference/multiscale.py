@@ -30,15 +30,22 @@ LUNG_MARGIN_MM = 8.0
 def halve(volume: np.ndarray, how: str = "mean") -> np.ndarray:
     """``volume`` on a grid of 2x2x2 blocks (odd edges repeated): block mean as float32
     (``how="mean"``) or block maximum in the input dtype (``how="max"``)."""
+    if how not in ("mean", "max"):
+        raise ValueError(f"halve: how must be 'mean' or 'max', got {how!r}")
     pad = [(0, n % 2) for n in volume.shape]
     v = np.pad(volume, pad, mode="edge") if any(p[1] for p in pad) else volume
-    z, y, x = v.shape
-    blocks = v.reshape(z // 2, 2, y // 2, 2, x // 2, 2)
+    # the eight strided corners of the 2x2x2 blocks (a reshape-and-reduce is 3-5x slower)
+    corners = [v[a::2, b::2, c::2] for a in (0, 1) for b in (0, 1) for c in (0, 1)]
     if how == "mean":
-        return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
-    if how == "max":
-        return blocks.max(axis=(1, 3, 5))
-    raise ValueError(f"halve: how must be 'mean' or 'max', got {how!r}")
+        out = corners[0].astype(np.float32)
+        for corner in corners[1:]:
+            out += corner
+        out *= 0.125
+        return out
+    out = corners[0].copy()
+    for corner in corners[1:]:
+        np.maximum(out, corner, out=out)
+    return out
 
 
 def coarse_candidates(raw: list[RawCandidate], lungs_half: np.ndarray, *,
