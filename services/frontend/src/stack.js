@@ -11,7 +11,7 @@
  */
 import { drawScaleBar } from "./annotations.js";
 import { depthMm, imageGapMm, imageToWorld, indexOfInstance, pointOnImage, worldToImage } from "./original.js";
-import { PRESETS, Windowed } from "./windowing.js";
+import { PRESETS, Windowed, recordRender } from "./windowing.js";
 
 /**
  * @typedef {import("./original.js").OriginalSeries} OriginalSeries
@@ -20,7 +20,6 @@ import { PRESETS, Windowed } from "./windowing.js";
  */
 
 const CINE_FPS = 10;
-const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
 
 export class StackViewer extends Windowed {
   /**
@@ -207,9 +206,7 @@ export class StackViewer extends Windowed {
     const t0 = performance.now();
     if (this.stale) this.fill();
     this.paint();
-    perf.renders.push(performance.now() - t0);
-    if (perf.renders.length > 2000) perf.renders.splice(0, 1000);
-    perf.lastRenderAt = performance.now();
+    recordRender(performance.now() - t0);
   }
 
   fill() {

@@ -13,7 +13,7 @@
 import { drawOrientation, drawScaleBar } from "./annotations.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
 import { slabMax, slabRange } from "./slab.js";
-import { PRESETS, Windowed } from "./windowing.js";
+import { PRESETS, Windowed, recordRender } from "./windowing.js";
 
 export { PRESETS };
 
@@ -38,8 +38,6 @@ const LUNG_TINT = [
   [255, 150, 60, 0.28], // 2 left lung
 ];
 
-/** Per-frame timings, read by the benchmark (bench/bench_viewer.py). */
-const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
 
 export class SliceViewer extends Windowed {
   /**
@@ -364,9 +362,7 @@ export class SliceViewer extends Windowed {
       p.dirty = false;
     }
     const ms = performance.now() - t0;
-    perf.renders.push(ms);
-    if (perf.renders.length > 2000) perf.renders.splice(0, 1000);
-    perf.lastRenderAt = performance.now();
+    recordRender(ms);
     if (this.probeAt) this.reportProbe(); // the slice under a still pointer may have changed
     this.onChange(this);
   }

@@ -5,6 +5,16 @@
  * case view makes. A viewer extends `Windowed` and implements `invalidate(pixels)`.
  */
 
+/** Per-frame timings of both viewers, read by the benchmark (bench/bench_viewer.py). */
+const perf = /** @type {any} */ (window).__lungcadPerf || ((/** @type {any} */ (window)).__lungcadPerf = { renders: [] });
+
+/** Record one frame's render time (ms). @param {number} ms */
+export function recordRender(ms) {
+  perf.renders.push(ms);
+  if (perf.renders.length > 2000) perf.renders.splice(0, 1000);
+  perf.lastRenderAt = performance.now();
+}
+
 export const PRESETS = {
   lung: { width: 1500, level: -600, label: "Lung" },
   mediastinum: { width: 350, level: 50, label: "Mediastinum" },

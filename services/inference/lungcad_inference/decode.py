@@ -16,6 +16,12 @@ class RawCandidate:
     score: float
 
 
+def overlaps(a: RawCandidate, b: RawCandidate) -> bool:
+    """Two candidates of one lesion: centres closer than the larger radius."""
+    return bool(np.linalg.norm(np.asarray(a.centre_zyx) - np.asarray(b.centre_zyx))
+                < max(a.diameter_mm, b.diameter_mm) / 2)
+
+
 def decode(out: np.ndarray, stride: int, lungs: np.ndarray | None, *, threshold: float,
            max_candidates: int = 50, lung_margin_mm: float = 8.0,
            spacing_mm: float = 1.0) -> list[RawCandidate]:
@@ -46,10 +52,10 @@ def decode(out: np.ndarray, stride: int, lungs: np.ndarray | None, *, threshold:
         c = cells[i]
         centre = (c + out[2:5, c[0], c[1], c[2]]) * stride
         diameter = float(np.exp(np.clip(out[1, c[0], c[1], c[2]], 0.0, 4.5)))
-        if any(np.linalg.norm(centre - k.centre_zyx) < max(k.diameter_mm, diameter) / 2
-               for k in kept):
+        cand = RawCandidate(centre.astype(float), diameter, float(scores[i]))
+        if any(overlaps(cand, k) for k in kept):
             continue
-        kept.append(RawCandidate(centre.astype(float), diameter, float(scores[i])))
+        kept.append(cand)
         if len(kept) >= max_candidates:
             break
     return kept

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from lungcad_inference.decode import RawCandidate
+from lungcad_inference.decode import RawCandidate, overlaps
 
 COARSE_MIN_MM = 20.0
 LUNG_MARGIN_MM = 8.0
@@ -86,25 +86,17 @@ def merge(fine: list[RawCandidate], coarse: list[RawCandidate]) -> list[RawCandi
     kept: list[tuple[RawCandidate, bool]] = []
     suppressed: list[RawCandidate] = []
     for r, is_coarse in pool:
-        if any(kc != is_coarse and _overlap(r, k) for k, kc in kept):
+        if any(kc != is_coarse and overlaps(r, k) for k, kc in kept):
             if not is_coarse:
                 suppressed.append(r)
             continue
         kept.append((r, is_coarse))
     out = []
     for r, is_coarse in kept:
-        same = [f for f in suppressed if is_coarse and _overlap(r, f)
+        same = [f for f in suppressed if is_coarse and overlaps(r, f)
                 and f.diameter_mm >= r.diameter_mm / 2]
         if same:
             best = max(same, key=lambda f: f.score)
             r = RawCandidate(np.asarray(best.centre_zyx, float), best.diameter_mm, r.score)
         out.append(r)
     return out
-
-
-def _distance(a: RawCandidate, b: RawCandidate) -> float:
-    return float(np.linalg.norm(np.asarray(a.centre_zyx) - np.asarray(b.centre_zyx)))
-
-
-def _overlap(a: RawCandidate, b: RawCandidate) -> bool:
-    return _distance(a, b) < max(a.diameter_mm, b.diameter_mm) / 2

@@ -65,22 +65,14 @@ def largest_3d_extent_mm(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
     return float(d + float(np.mean(spacing_zyx)))
 
 
-def segment_voi(model: Any, image_path: Path, seed_xyz: tuple[float, float, float],
-                diameter_hint_mm: float = 10.0, type_model: Any | None = None,
-                threshold: float = PROBABILITY_THRESHOLD
-                ) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
-    """``(native mask as a SimpleITK uint8 image, native mask array (z, y, x), the mask on the
-    VOI's 1 mm grid (the grid of :func:`lungcad_inference.data.vois.load_vois`),
-    measurements)`` at probability ``threshold``."""
-    return segment_voi_thresholds(model, image_path, seed_xyz, (threshold,), diameter_hint_mm,
-                                  type_model)[threshold]
-
-
 def segment_voi_thresholds(model: Any, image_path: Path, seed_xyz: tuple[float, float, float],
                            thresholds: tuple[float, ...], diameter_hint_mm: float = 10.0,
                            type_model: Any | None = None
                            ) -> dict[float, tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]]:
-    """:func:`segment_voi`'s result for each of ``thresholds``, from one network pass."""
+    """For each of ``thresholds`` (on the network's probability), from one network pass:
+    ``(native mask as a SimpleITK uint8 image, native mask array (z, y, x), the mask on the
+    VOI's 1 mm grid (the grid of :func:`lungcad_inference.data.vois.load_vois`),
+    measurements)``."""
     import SimpleITK as sitk
 
     from lungcad.imaging import Volume
