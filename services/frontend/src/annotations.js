@@ -16,6 +16,38 @@ export const ORIENTATION = {
   sagittal: ["A", "P", "S", "I"],
 };
 
+/** The patient direction named by each LPS axis, for its negative and positive sense. */
+const AXIS_LETTERS = [["R", "L"], ["A", "P"], ["I", "S"]];
+
+/** A direction cosine counts toward a direction's name from this size (about 17 degrees off). */
+const OBLIQUE_MIN = 0.3;
+
+/**
+ * The patient direction an LPS unit vector points to: one letter for an axis-aligned vector,
+ * up to three for an oblique one, the strongest first (`[0.8, -0.6, 0]` is "LA").
+ * @param {number[]} v LPS direction (unit length)
+ */
+export function patientDirection(v) {
+  return [0, 1, 2].filter((i) => Math.abs(v[i]) >= OBLIQUE_MIN)
+    .sort((a, b) => Math.abs(v[b]) - Math.abs(v[a]))
+    .map((i) => AXIS_LETTERS[i][v[i] > 0 ? 1 : 0]).join("");
+}
+
+/**
+ * The patient direction at each edge of an image drawn as DICOM stores it (columns to the
+ * right along the row direction, rows down along the column direction), from its
+ * ImageOrientationPatient: `[left, right, top, bottom]`. A standard axial image gives
+ * R, L, A, P.
+ * @param {number[]} iop ImageOrientationPatient: row direction, then column direction (LPS)
+ */
+export function orientationOf(iop) {
+  const rowDir = iop.slice(0, 3);
+  const colDir = iop.slice(3, 6);
+  const minus = (/** @type {number[]} */ v) => v.map((x) => -x);
+  return [patientDirection(minus(rowDir)), patientDirection(rowDir), patientDirection(minus(colDir)),
+    patientDirection(colDir)];
+}
+
 /** Scale bar lengths offered, in mm. */
 const SCALE_MM = [1, 2, 5, 10, 20, 50, 100, 200];
 
@@ -35,12 +67,13 @@ export function outlinedText(ctx, text, x, y, dpr, colour = "#fff") {
 
 /**
  * Draw the four orientation letters of a pane at the middle of its edges.
- * @param {CanvasRenderingContext2D} ctx @param {keyof typeof ORIENTATION} plane
+ * @param {CanvasRenderingContext2D} ctx @param {string[]} letters `[left, right, top, bottom]`
+ *   (`ORIENTATION[plane]`, or `orientationOf(iop)`)
  * @param {number} cw @param {number} ch canvas size (device px) @param {number} dpr
  * @returns {string[]} the letters drawn, `[left, right, top, bottom]`
  */
-export function drawOrientation(ctx, plane, cw, ch, dpr) {
-  const [left, right, top, bottom] = ORIENTATION[plane];
+export function drawOrientation(ctx, letters, cw, ch, dpr) {
+  const [left, right, top, bottom] = letters;
   const pad = 6 * dpr;
   ctx.font = `bold ${14 * dpr}px system-ui, sans-serif`;
   ctx.textBaseline = "middle";

@@ -74,6 +74,24 @@ export function imageGapMm(series) {
 }
 
 /**
+ * The images of a slab MIP centred on image k: those whose plane lies within
+ * `thicknessMm / 2` of image k's along the slice normal (by their positions, not their
+ * indices: the spacing between images can vary), k always included.
+ * @param {OriginalSeries} series @param {number} k @param {number} thicknessMm
+ * @returns {number[]} stack indices, ascending
+ */
+export function slabImages(series, k, thicknessMm) {
+  const { normal } = axes(series);
+  const here = dot(series.images[k].image_position_patient, normal);
+  const reach = thicknessMm / 2 + 0.01; // positions are stored rounded: a 2.5 mm step can read 2.5000001
+  const out = [];
+  for (let i = 0; i < series.images.length; i++) {
+    if (i === k || Math.abs(dot(series.images[i].image_position_patient, normal) - here) <= reach) out.push(i);
+  }
+  return out;
+}
+
+/**
  * The LPS point (mm) of pixel (column, row) of image k.
  * @param {OriginalSeries} series @param {number} k @param {number} column @param {number} row
  */
@@ -82,6 +100,17 @@ export function imageToWorld(series, k, column, row) {
   const ipp = series.images[k].image_position_patient;
   const [rowMm, colMm] = series.pixel_spacing;
   return [0, 1, 2].map((i) => ipp[i] + column * colMm * rowDir[i] + row * rowMm * colDir[i]);
+}
+
+/**
+ * The end points in LPS mm (rounded to 0.01 mm) of a line drawn on image k, in image pixel
+ * units `[u0, v0, u1, v1]` (pixel column c spans u in [c, c + 1], as measure.js draws).
+ * @param {OriginalSeries} series @param {number} k @param {number[]} line
+ * @returns {number[][]} `[[x, y, z], [x, y, z]]`
+ */
+export function lineToWorld(series, k, line) {
+  return [[line[0], line[1]], [line[2], line[3]]].map(([u, v]) =>
+    imageToWorld(series, k, u - 0.5, v - 0.5).map((x) => Math.round(x * 100) / 100));
 }
 
 /**

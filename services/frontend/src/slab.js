@@ -2,7 +2,8 @@
 /**
  * Slab maximum intensity projection (MIP) of an int16 HU volume `(z, y, x)`, cut in a pane's
  * orientation: axial rows y, columns x; coronal rows z (superior up), columns x; sagittal rows z
- * (superior up), columns y. Pure functions on typed arrays.
+ * (superior up), columns y; and of images of a native stack `(n, rows, columns)`. Pure
+ * functions on typed arrays.
  */
 
 /** Slab thicknesses offered, in mm. */
@@ -65,6 +66,25 @@ export function slabMax(volume, shape, plane, lo, hi, out) {
         }
         out[r * ny + y] = m;
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * The maximum HU over some images of a stack, as one image.
+ * @param {Int16Array} stack `(n, rows, columns)` @param {number} size rows * columns
+ * @param {number[]} images stack indices (at least one)
+ * @param {Int16Array} out `size` values
+ * @returns {Int16Array} `out`
+ */
+export function stackMax(stack, size, images, out) {
+  out.set(stack.subarray(images[0] * size, (images[0] + 1) * size));
+  for (const k of images.slice(1)) {
+    const base = k * size;
+    for (let i = 0; i < size; i++) {
+      const v = stack[base + i];
+      if (v > out[i]) out[i] = v;
     }
   }
   return out;

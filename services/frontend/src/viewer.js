@@ -10,7 +10,7 @@
  * once per animation frame. Reading tools: slab MIP, orientation markers, a scale bar, an HU
  * probe and calipers (length, or long x short axis), all from the grid spacing.
  */
-import { drawOrientation, drawScaleBar } from "./annotations.js";
+import { ORIENTATION, drawOrientation, drawScaleBar } from "./annotations.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
 import { slabMax, slabRange } from "./slab.js";
 import { PRESETS, Windowed, recordRender } from "./windowing.js";
@@ -476,7 +476,7 @@ export class SliceViewer extends Windowed {
     const screen = (/** @type {number[]} */ l) => [ox + l[0] * s, oy + l[1] * s, ox + l[2] * s, oy + l[3] * s];
     const draft = p.draft ? { line: p.draft, mm: lineMm(p.draft, p.colMm, p.rowMm) } : null;
     paintCalipers(ctx, p.measure, draft, p.measure?.index === this.depthOf(p), screen, dpr);
-    p.el.dataset.orientation = drawOrientation(ctx, p.plane, cw, ch, dpr).join(" ");
+    p.el.dataset.orientation = drawOrientation(ctx, ORIENTATION[/** @type {Plane} */ (p.plane)], cw, ch, dpr).join(" ");
     const bar = drawScaleBar(ctx, cw, ch, s / p.colMm, dpr);
     // the scale bar in CSS px of the pane: its length and mm, left end and middle row (tests)
     Object.assign(p.el.dataset, { scaleMm: String(bar.mm), scalePx: (bar.px / dpr).toFixed(2),
