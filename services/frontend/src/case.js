@@ -378,12 +378,10 @@ function buildLayout(root, info, loader) {
   zoomOut.addEventListener("click", () => viewer?.zoomBy(0.8));
   reset.addEventListener("click", () => viewer?.resetView());
 
-  /** The controls that only the 1 mm grid has are disabled in the original series. @param {View} mode */
+  /** The overlays that only the 1 mm grid has (lung tint, crosshair) are disabled in the original series. @param {View} mode */
   function controlsFor(mode) {
     for (const b of viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === mode));
-    const gridOnly = [...reading.group.querySelectorAll("button, select"),
-      ...toolButtons.filter((b) => b.dataset.tool === "measure" || b.dataset.tool === "bidirectional"),
-      ...toolbar.querySelectorAll("input[data-overlay=mask], input[data-overlay=crosshair]")];
+    const gridOnly = [...toolbar.querySelectorAll("input[data-overlay=mask], input[data-overlay=crosshair]")];
     for (const el of gridOnly) {
       /** @type {HTMLButtonElement} */ (el).disabled = mode === "original";
       if (mode === "original") el.setAttribute("title", `Available in the ${VIEWS.reconstruction}`);
@@ -418,7 +416,9 @@ function buildLayout(root, info, loader) {
           pixels: /** @type {Int16Array} */ (data.stack.data), shape: data.stack.shape, series: data.series,
           onPick: (mm) => addMissed({ center_mm: mm }),
           onWindow: () => api.windowChanged(),
+          onMip: (v) => reading.mipChanged(v),
           onProbe: (probe) => reading.showProbe(probe),
+          onMeasure: (entries) => reading.showMeasurements(entries),
         });
       } else {
         viewer = new SliceViewer(viewport, {

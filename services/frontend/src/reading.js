@@ -43,20 +43,27 @@ export function readingTools() {
         for (const key of ["hu", "zyx", "plane", "mip"]) delete probe.dataset[key];
         return;
       }
+      const what = p.mipMm ? `maximum of the ${p.mipMm} mm MIP slab` : "this slice";
       if (p.plane === "original") { // zyx: image (1-based stack position), row, column
-        probe.textContent = `${p.hu} HU at image ${p.image ?? "—"} (${p.zyx[0]} of the stack), row ${p.zyx[1]}, column ${p.zyx[2]}`;
-        Object.assign(probe.dataset, { hu: String(p.hu), zyx: p.zyx.join(" "), plane: p.plane, mip: "0" });
+        const hu = p.mipMm ? `${p.hu} HU (${what})` : `${p.hu} HU`;
+        probe.textContent = `${hu} at image ${p.image ?? "—"} (${p.zyx[0]} of the stack), row ${p.zyx[1]}, column ${p.zyx[2]}`;
+        Object.assign(probe.dataset, { hu: String(p.hu), zyx: p.zyx.join(" "), plane: p.plane, mip: String(p.mipMm) });
         return;
       }
       const where = p.zyx.map((v, i) => `${AXES[i]} ${v}`).join(", ");
-      const what = p.mipMm ? `maximum of the ${p.mipMm} mm MIP slab` : "this slice";
       probe.textContent = `${p.hu} HU (${what}) at voxel ${where}, ${p.plane}`;
       Object.assign(probe.dataset, { hu: String(p.hu), zyx: p.zyx.join(" "), plane: p.plane, mip: String(p.mipMm) });
     },
-    /** @param {import("./viewer.js").MeasureEntry[]} entries */
+    /**
+     * One line per kept caliper; one from the original series names its image number and
+     * carries its image and LPS end points (data-image, data-sop-instance-uid, data-lps).
+     * @param {import("./viewer.js").MeasureEntry[]} entries
+     */
     showMeasurements(entries) {
-      replace(list, entries.map((m) => h("li", { dataset: { plane: m.plane },
-        text: `${m.name} ${m.slice}/${m.count}: ${m.text}` })));
+      replace(list, entries.map((m) => m.plane === "original"
+        ? h("li", { dataset: { plane: m.plane, image: String(m.image ?? ""), sopInstanceUid: m.sopInstanceUid,
+          lps: JSON.stringify(m.lps) }, text: `Image ${m.image ?? "—"} (${m.slice} of ${m.count}): ${m.text}` })
+        : h("li", { dataset: { plane: m.plane }, text: `${m.name} ${m.slice}/${m.count}: ${m.text}` })));
     },
   };
 }

@@ -6,11 +6,19 @@
  * images; window/level presets and drag, zoom and pan work as in the three-plane viewer;
  * findings are drawn where their centre (LPS mm) falls on the native images.
  *
- * It offers the methods of `SliceViewer` that the case view calls; the reading tools that need
- * the 1 mm grid (slab MIP, calipers, lung tint, crosshair) are no-ops here.
+ * Reading tools as in the three-plane viewer, on the native pixels: calipers (length, or long x
+ * short axis kept perpendicular) measured in mm from PixelSpacing and kept in patient
+ * coordinates with the image they were drawn on; a slab MIP over the native images within
+ * half the slab of the current one along the slice normal; orientation letters from
+ * ImageOrientationPatient and a scale bar. It offers the methods of `SliceViewer` that the
+ * case view calls; the lung tint and the crosshair need the 1 mm grid and are not drawn here.
  */
-import { drawScaleBar } from "./annotations.js";
-import { depthMm, imageGapMm, imageToWorld, indexOfInstance, pointOnImage, worldToImage } from "./original.js";
+import { drawOrientation, drawScaleBar, orientationOf } from "./annotations.js";
+import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
+import {
+  depthMm, imageGapMm, imageToWorld, indexOfInstance, lineToWorld, pointOnImage, slabImages, worldToImage,
+} from "./original.js";
+import { stackMax } from "./slab.js";
 import { PRESETS, Windowed, recordRender } from "./windowing.js";
 
 /**
@@ -26,7 +34,9 @@ export class StackViewer extends Windowed {
    * @param {HTMLElement} host
    * @param {{pixels: Int16Array, shape: number[], series: OriginalSeries,
    *   onPick?: (mm: number[]) => void, onWindow?: (v: StackViewer) => void,
-   *   onProbe?: (probe: any) => void}} options `shape` is (n, rows, columns)
+   *   onMip?: (v: StackViewer) => void, onProbe?: (probe: any) => void,
+   *   onMeasure?: (entries: import("./viewer.js").MeasureEntry[]) => void}} options `shape` is
+   *   (n, rows, columns)
    */
   constructor(host, options) {
     super(options.onWindow);
@@ -37,14 +47,23 @@ export class StackViewer extends Windowed {
     this.shape = { n, rows, columns };
     this.onPick = options.onPick || (() => {});
     this.onProbe = options.onProbe || (() => {});
-    const [rowMm, colMm] = this.series.pixel_spacing;
+    this.onMip = options.onMip || (() => {});
+    this.onMeasure = options.onMeasure || (() => {});
+    const [rowMm, colMm] = this.series.pixel_spacing; // DICOM order: between rows, between columns
     this.rowMm = rowMm;
     this.colMm = colMm;
     this.gapMm = imageGapMm(this.series);
     this.k = Math.floor(n / 2);
     this.overlays = { nodules: true };
-    this.mip = false; // the slab MIP needs the 1 mm grid
+    this.mip = false;
     this.slabMm = 10;
+    this.mipHu = new Int16Array(rows * columns);
+    this.mipKey = ""; // the images whose maximum mipHu holds
+    /** the kept caliper, on stack image `index` @type {import("./measure.js").Measure | null} */
+    this.measure = null;
+    /** the caliper being drawn, image pixel units `[u0, v0, u1, v1]` @type {number[] | null} */
+    this.draft = null;
+    this.letters = orientationOf(this.series.image_orientation_patient);
     /** @type {import("./viewer.js").Tool} */
     this.tool = "window";
     /** @type {StackMarker[]} */
@@ -61,7 +80,8 @@ export class StackViewer extends Windowed {
     this.canvas.tabIndex = 0;
     this.canvas.setAttribute("role", "img");
     this.canvas.setAttribute("aria-label", "Original series image. Mouse wheel or arrow keys: next or previous image; " +
-      "drag: window/level or pan; + and -: zoom; 0: reset; L and M: lung and mediastinum window; C: cine.");
+      "drag: window/level, pan or measure; + and -: zoom; 0: reset; L and M: lung and mediastinum window; " +
+      "P: slab maximum intensity projection; C: cine.");
     this.label = document.createElement("div");
     this.label.className = "pane-label";
     this.el.append(this.canvas, this.label);
@@ -93,11 +113,60 @@ export class StackViewer extends Windowed {
   setTool(tool) {
     this.tool = tool;
     this.el.classList.toggle("adding", tool === "add");
+    this.el.classList.toggle("measuring", tool === "measure" || tool === "bidirectional");
   }
 
-  setMip() { /* not in the original series: the 1 mm reconstruction has the slab MIP */ }
+  /**
+   * Slab MIP on or off, and its thickness: the maximum HU over the native images within
+   * `mm / 2` of the current one along the slice normal. @param {boolean} on @param {number} [mm]
+   */
+  setMip(on, mm = this.slabMm) {
+    this.mip = on;
+    this.slabMm = mm;
+    this.invalidate(true);
+    this.onMip(this);
+  }
 
-  clearMeasurements() { /* calipers are drawn on the 1 mm reconstruction */ }
+  // -- calipers -------------------------------------------------------------------------------
+  /**
+   * Keep a drawn caliper: a new length, or with the bidirectional tool the short axis of the
+   * long axis on this image. @param {number[]} line image pixel units
+   */
+  commitMeasure(line) {
+    this.measure = nextMeasure(this.measure, line, lineMm(line, this.colMm, this.rowMm), this.k,
+      this.tool === "bidirectional", this.colMm, this.rowMm);
+    this.measureChanged();
+  }
+
+  clearMeasurements() {
+    this.measure = null;
+    this.measureChanged();
+  }
+
+  measureChanged() {
+    const m = this.measure;
+    if (m) this.el.dataset.measureMm = m.longMm.toFixed(1);
+    else delete this.el.dataset.measureMm;
+    if (m?.shortMm != null) this.el.dataset.measureShortMm = m.shortMm.toFixed(1);
+    else delete this.el.dataset.measureShortMm;
+    this.invalidate(false);
+    this.onMeasure(this.measurements());
+  }
+
+  /**
+   * The kept caliper as the three-plane viewer reports its own, with the image it was drawn
+   * on (InstanceNumber, SOP Instance UID, frame) and its end points in LPS mm.
+   * @returns {import("./viewer.js").MeasureEntry[]}
+   */
+  measurements() {
+    const m = this.measure;
+    if (!m) return [];
+    const image = this.series.images[m.index];
+    const ends = (/** @type {number[]} */ line) => lineToWorld(this.series, m.index, line);
+    return [{ plane: "original", name: "Image", slice: m.index + 1, count: this.shape.n,
+      text: measureText(m.longMm, m.shortMm), image: image.instance_number, sopInstanceUid: image.sop_instance_uid,
+      frameNumber: image.frame_number, lps: { long: ends(m.long), short: m.short ? ends(m.short) : null } }];
+  }
 
   /** @param {StackMarker[]} markers */
   setMarkers(markers) {
@@ -200,6 +269,16 @@ export class StackViewer extends Windowed {
     return { sx, sy, perMm, ox: (cw - columns * sx) / 2 + this.panX * dpr, oy: (ch - rows * sy) / 2 + this.panY * dpr };
   }
 
+  /**
+   * HU shown at a pixel of the current image: its own, or in MIP mode the slab's maximum.
+   * @param {number} r @param {number} c
+   */
+  huAt(r, c) {
+    const at = (/** @type {number} */ k) => this.pixels[(k * this.shape.rows + r) * this.shape.columns + c];
+    if (!this.mip) return at(this.k);
+    return Math.max(...slabImages(this.series, this.k, this.slabMm).map(at));
+  }
+
   // -- rendering ------------------------------------------------------------------------------
   render() {
     this.frame = 0;
@@ -211,10 +290,19 @@ export class StackViewer extends Windowed {
 
   fill() {
     const size = this.shape.rows * this.shape.columns;
-    const base = this.k * size;
+    let base = this.k * size;
+    let px = this.pixels;
+    if (this.mip) { // the slab's maxima, recomputed only when the slab moves (not for W/L)
+      const images = slabImages(this.series, this.k, this.slabMm);
+      const key = images.join(" ");
+      if (key !== this.mipKey) stackMax(this.pixels, size, images, this.mipHu);
+      this.mipKey = key;
+      this.el.dataset.mipImages = String(images.length);
+      px = this.mipHu;
+      base = 0;
+    }
     const grey = this.grey;
     const out = this.out;
-    const px = this.pixels;
     for (let i = 0; i < size; i++) {
       const g = grey[px[base + i] + 32768];
       out[i] = (255 << 24) | (g << 16) | (g << 8) | g;
@@ -244,12 +332,25 @@ export class StackViewer extends Windowed {
     const Y = (/** @type {number} */ r) => oy + (r + 0.5) * sy;
     delete this.el.dataset.selectedAt;
     if (this.overlays.nodules) this.paintMarkers(ctx, X, Y, perMm, dpr);
-    drawScaleBar(ctx, cw, ch, perMm, dpr);
+    const screen = (/** @type {number[]} */ l) => [ox + l[0] * sx, oy + l[1] * sy, ox + l[2] * sx, oy + l[3] * sy];
+    const draft = this.draft ? { line: this.draft, mm: lineMm(this.draft, this.colMm, this.rowMm) } : null;
+    paintCalipers(ctx, this.measure, draft, this.measure?.index === this.k, screen, dpr);
+    this.el.dataset.orientation = drawOrientation(ctx, this.letters, cw, ch, dpr).join(" ");
+    const bar = drawScaleBar(ctx, cw, ch, perMm, dpr);
+    // the scale bar in CSS px of the pane: its length and mm, left end and middle row (tests)
+    Object.assign(this.el.dataset, { scaleMm: String(bar.mm), scalePx: (bar.px / dpr).toFixed(2),
+      scaleAt: `${(bar.x / dpr).toFixed(1)} ${(bar.y / dpr).toFixed(1)}` });
     const image = this.series.images[this.k];
     const number = image.instance_number ?? "—";
     Object.assign(this.el.dataset, { image: String(image.instance_number ?? ""), index: String(this.k + 1),
       sopInstanceUid: image.sop_instance_uid });
-    this.label.textContent = `Image ${number} (${this.k + 1} of ${n})  W ${this.window.width} L ${this.window.level}` +
+    if (this.mip) this.el.dataset.mip = String(this.slabMm);
+    else {
+      delete this.el.dataset.mip;
+      delete this.el.dataset.mipImages;
+    }
+    const mip = this.mip ? `  MIP ${this.slabMm} mm` : "";
+    this.label.textContent = `Image ${number} (${this.k + 1} of ${n})${mip}  W ${this.window.width} L ${this.window.level}` +
       (this.cineTimer ? "  Cine" : "");
   }
 
@@ -301,7 +402,7 @@ export class StackViewer extends Windowed {
         Home: () => this.setImage(0), End: () => this.setImage(this.shape.n - 1),
         "+": () => this.zoomBy(1.25), "=": () => this.zoomBy(1.25), "-": () => this.zoomBy(0.8),
         "0": () => this.resetView(), l: () => this.setPreset("lung"), m: () => this.setPreset("mediastinum"),
-        c: () => this.toggleCine(),
+        c: () => this.toggleCine(), p: () => this.setMip(!this.mip),
       });
       const action = keys[e.key];
       if (action && !e.altKey && !e.ctrlKey) {
@@ -320,9 +421,13 @@ export class StackViewer extends Windowed {
     };
     let drag = /** @type {null | {x: number, y: number, moved: boolean, button: number, w: number, l: number}} */ (null);
     canvas.addEventListener("pointerdown", (e) => {
-      canvas.focus();
+      canvas.focus({ preventScroll: true }); // scrolling now would move the image under the pointer
       canvas.setPointerCapture(e.pointerId);
       drag = { x: e.clientX, y: e.clientY, moved: false, button: e.button, w: this.window.width, l: this.window.level };
+      if ((this.tool === "measure" || this.tool === "bidirectional") && e.button === 0 && !e.shiftKey) {
+        const { u, v } = imageAt(e);
+        this.draft = [u, v, u, v];
+      }
     });
     canvas.addEventListener("pointermove", (e) => {
       const { u, v } = imageAt(e);
@@ -330,12 +435,18 @@ export class StackViewer extends Windowed {
       const r = Math.floor(v);
       const inside = c >= 0 && r >= 0 && c < this.shape.columns && r < this.shape.rows;
       this.onProbe(inside ? { plane: "original", zyx: [this.k + 1, r, c], image: this.series.images[this.k].instance_number,
-        hu: this.pixels[(this.k * this.shape.rows + r) * this.shape.columns + c], mipMm: 0 } : null);
+        hu: this.huAt(r, c), mipMm: this.mip ? this.slabMm : 0 } : null);
       if (!drag) return;
+      if (this.draft) {
+        this.draft[2] = u;
+        this.draft[3] = v;
+        this.invalidate(false);
+      }
       const dx = e.clientX - drag.x;
       const dy = e.clientY - drag.y;
       if (!drag.moved && Math.hypot(dx, dy) < 3) return;
       drag.moved = true;
+      if (this.draft) return;
       if (this.tool === "pan" || drag.button === 1 || drag.button === 2 || e.shiftKey) {
         this.panX += e.movementX;
         this.panY += e.movementY;
@@ -345,10 +456,25 @@ export class StackViewer extends Windowed {
       }
     });
     canvas.addEventListener("pointerleave", () => { if (!drag) this.onProbe(null); });
-    canvas.addEventListener("pointercancel", () => { drag = null; });
+    canvas.addEventListener("pointercancel", () => {
+      drag = null;
+      this.draft = null;
+      this.invalidate(false);
+    });
     canvas.addEventListener("pointerup", (e) => {
       const click = drag && !drag.moved && drag.button === 0;
+      const moved = !!drag?.moved;
       drag = null;
+      const line = this.draft;
+      if (line) {
+        this.draft = null;
+        this.invalidate(false);
+        if (moved) {
+          const { u, v } = imageAt(e);
+          this.commitMeasure([line[0], line[1], u, v]);
+          return;
+        }
+      }
       if (!click || this.tool !== "add") return;
       const { u, v } = imageAt(e);
       if (u < 0 || v < 0 || u >= this.shape.columns || v >= this.shape.rows) return;

@@ -27,7 +27,14 @@ const PLANES = /** @type {const} */ (["axial", "coronal", "sagittal"]);
 /** @typedef {"window" | "pan" | "add" | "measure" | "bidirectional"} Tool */
 /** @typedef {import("./measure.js").Measure} Measure */
 /** @typedef {{plane: Plane, zyx: number[], hu: number, mipMm: number}} Probe */
-/** @typedef {{plane: Plane, name: string, slice: number, count: number, text: string}} MeasureEntry */
+/**
+ * A kept caliper as the case view lists it: its pane, slice (1-based) of count, and text; from
+ * the original series also the image it was drawn on (InstanceNumber, SOP Instance UID, frame)
+ * and its end points in patient coordinates (LPS mm), long axis then short axis.
+ * @typedef {{plane: Plane | "original", name: string, slice: number, count: number, text: string,
+ *   image?: number | null, sopInstanceUid?: string, frameNumber?: number | null,
+ *   lps?: {long: number[][], short: number[][] | null}}} MeasureEntry
+ */
 
 /** The volume axis across each plane's slices, as an index into (z, y, x). */
 const DEPTH_AXIS = { axial: 0, coronal: 1, sagittal: 2 };
@@ -524,7 +531,7 @@ export class SliceViewer extends Windowed {
     };
     let drag = /** @type {null | {x: number, y: number, moved: boolean, button: number, w: number, l: number}} */ (null);
     canvas.addEventListener("pointerdown", (e) => {
-      canvas.focus();
+      canvas.focus({ preventScroll: true }); // scrolling now would move the image under the pointer
       canvas.setPointerCapture(e.pointerId);
       drag = { x: e.clientX, y: e.clientY, moved: false, button: e.button, w: this.window.width, l: this.window.level };
       if ((this.tool === "measure" || this.tool === "bidirectional") && e.button === 0 && !e.shiftKey) {
