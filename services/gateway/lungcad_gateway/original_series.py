@@ -45,6 +45,8 @@ class OriginalInfo(BaseModel):
     url: str = Field(description="Its metadata: GET for rows, columns, geometry per image")
     pixels_url: str = Field(description="Its pixels: int16 HU (n, rows, columns), .npy, "
                                         "raw DEFLATE")
+    outlines_url: str = Field(description="The findings' outlines (from the DICOM SEG) on its "
+                                          "native images")
     series_instance_uid: str | None
     images: int = Field(description="Images of the series the analysis used")
 
@@ -95,7 +97,8 @@ def original_info(job_id: str, meta: dict[str, Any], inputs: Iterable[JobInput]
     if table is None or not any(i.kind in DICOM_INPUTS for i in inputs):
         return None
     base = f"/v1/jobs/{job_id}/viewer/original"
-    return OriginalInfo(url=base, pixels_url=f"{base}/pixels", images=len(table),
+    return OriginalInfo(url=base, pixels_url=f"{base}/pixels", outlines_url=f"{base}/outlines",
+                        images=len(table),
                         series_instance_uid=(meta.get("source") or {}).get("series_instance_uid"))
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from lungcad.db.models import Artifact, Job
 from lungcad.errors import NotFound
 from lungcad.storage import ObjectStore
+from lungcad_gateway import original_outlines
 from lungcad_gateway import original_series as original
 from lungcad_gateway.deps import SessionDep, StoreDep, TenantDep
 from lungcad_gateway.routes.session import actor_for, audit
@@ -33,6 +34,7 @@ from lungcad_gateway.routes.viewer import (
     PROBLEMS,
     array_response,
     artifacts_of,
+    load_findings,
     load_job,
     load_meta,
     require_viewable,
@@ -125,3 +127,27 @@ def viewer_original_pixels(job_id: str, request: Request, session: SessionDep,
     session.commit()
     return array_response(store.get_bytes(artifacts[original.STACK_ARTIFACT].object_key),
                           original.ARRAY)
+
+
+@router.get("/v1/jobs/{job_id}/viewer/original/outlines",
+            response_model=original_outlines.OriginalOutlines, responses=PROBLEMS,
+            summary="The findings' outlines (DICOM SEG) on the original series' native images")
+def viewer_original_outlines(job_id: str, request: Request, session: SessionDep,
+                             tenant: TenantDep, store: StoreDep
+                             ) -> original_outlines.OriginalOutlines:
+    """Per finding, the images its segmentation crosses and its run-length mask on each, in
+    native pixels; a finding without a segment (or a job without a SEG) has no images, and the
+    viewer draws its circle instead. 409 ``outlines_undecodable`` when the stored SEG cannot be
+    read, ``outlines_not_on_series`` when its frames do not lie on the series' images."""
+    job, document = ensure_series(session, store, tenant.id, job_id)
+    artifacts = artifacts_of(session, job.id)
+    findings = load_findings(store, artifacts)
+    seg_artifact = artifacts.get(original_outlines.SEG_ARTIFACT)
+    seg = (original_outlines.read_seg(store.get_bytes(seg_artifact.object_key))
+           if seg_artifact is not None and findings is not None else None)
+    answer = original_outlines.outlines(document, seg,
+                                        [f.id for f in findings.findings] if findings else [])
+    audit(session, request, tenant.id, actor_for(request), "read",
+          f"jobs/{job.id}/viewer/original/outlines", 200)
+    session.commit()
+    return answer
