@@ -86,9 +86,9 @@ def findings_document(result: Preprocessed, nodules: Sequence[tuple[Sequence[flo
 
 
 def findings_for(result: Preprocessed, nodules: Sequence[tuple[Sequence[float], float]],
-                 job_id: str) -> InferenceOutput:
+                 job_id: str, source_folder: Path | None = None) -> InferenceOutput:
     """The findings of a case (see :func:`findings_document`)."""
-    return findings_document(result, nodules, job_id)
+    return findings_document(result, nodules, job_id, source_folder)
 
 
 def publish_case(gateway: Gateway, job_id: str, result: Preprocessed,

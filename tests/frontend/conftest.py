@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lungcad.findings import FindingsDocument
@@ -34,6 +35,7 @@ class Case:
     finding_ids: list[str]
     folder: Path  # the study as uploaded (a DICOM folder or a zip)
     document: FindingsDocument
+    labels: np.ndarray | None = None  # the findings' masks on the 1 mm grid (finding j: j + 1)
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +67,17 @@ def real_study() -> tuple[Path, Preprocessed]:
 
 
 def add_case(gateway: Gateway, study: tuple[Path, Preprocessed],
-             nodules: list[tuple[tuple[float, float, float], float]]) -> Case:
+             nodules: list[tuple[tuple[float, float, float], float]],
+             dicom_reports: bool = False) -> Case:
+    """A succeeded job; with ``dicom_reports`` (a study uploaded as a DICOM folder) its result
+    files include the DICOM SR and SEG, as the inference worker writes them for DICOM input."""
     path, result = study
     job = upload(gateway, path)
-    output = findings_for(result, nodules, job["id"])
+    output = findings_for(result, nodules, job["id"], path if dicom_reports else None)
     publish_case(gateway, job["id"], result, output)
     document = output.result.document
-    return Case(job["id"], result, [f.id for f in document.findings], path, document)
+    return Case(job["id"], result, [f.id for f in document.findings], path, document,
+                output.result.labels)
 
 
 def synthetic_nodules(result: Preprocessed) -> list[tuple[tuple[float, float, float], float]]:
@@ -82,6 +88,14 @@ def synthetic_nodules(result: Preprocessed) -> list[tuple[tuple[float, float, fl
 def synthetic_case(gateway: Gateway, synthetic_study: tuple[Path, Preprocessed]) -> Case:
     """A succeeded job on the gateway of the current mode (embedded or production)."""
     return add_case(gateway, synthetic_study, synthetic_nodules(synthetic_study[1]))
+
+
+@pytest.fixture()
+def synthetic_case_with_seg(gateway: Gateway, synthetic_study: tuple[Path, Preprocessed]
+                            ) -> Case:
+    """The synthetic case with the DICOM SR and SEG among its result files."""
+    return add_case(gateway, synthetic_study, synthetic_nodules(synthetic_study[1]),
+                    dicom_reports=True)
 
 
 @pytest.fixture(scope="module")

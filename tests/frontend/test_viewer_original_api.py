@@ -47,6 +47,7 @@ def test_original_series_is_the_dicom_series_in_instance_order(gateway: Gateway,
     assert case["original"] == {
         "url": f"/v1/jobs/{job}/viewer/original",
         "pixels_url": f"/v1/jobs/{job}/viewer/original/pixels",
+        "outlines_url": f"/v1/jobs/{job}/viewer/original/outlines",
         "series_instance_uid": str(files[0].SeriesInstanceUID), "images": len(files)}
     assert meta.status_code == 200, meta.text
     body = meta.json()
