@@ -3,7 +3,8 @@
  * The original-series reading mode: one pane showing the native images of the analysed DICOM
  * series, an int16 HU stack `(n, rows, columns)` in InstanceNumber order (as PACS shows it),
  * drawn with the native pixel aspect (PixelSpacing). Wheel and arrow keys step through the
- * images; window/level presets and drag, zoom and pan work as in the three-plane viewer;
+ * images; window/level presets and drag, zoom and pan work as in the three-plane viewer
+ * (input: `stackinput.js`);
  * findings are drawn where their centre (LPS mm) falls on the native images.
  *
  * Reading tools as in the three-plane viewer, on the native pixels: calipers (length, or long x
@@ -16,9 +17,10 @@
 import { drawOrientation, drawScaleBar, orientationOf } from "./annotations.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
 import {
-  depthMm, imageGapMm, imageToWorld, indexOfInstance, lineToWorld, pointOnImage, slabImages, worldToImage,
+  depthMm, imageGapMm, indexOfInstance, lineToWorld, pointOnImage, slabImages, worldToImage,
 } from "./original.js";
 import { stackMax } from "./slab.js";
+import { bindStackInput } from "./stackinput.js";
 import { PRESETS, Windowed, recordRender } from "./windowing.js";
 
 /**
@@ -96,7 +98,7 @@ export class StackViewer extends Windowed {
     this.stale = true;
     this.frame = 0;
     this.cineTimer = 0;
-    this.bindEvents();
+    bindStackInput(this);
     this.resizer = new ResizeObserver(() => this.invalidate(false));
     this.resizer.observe(this.canvas);
     this.invalidate(true);
@@ -381,104 +383,5 @@ export class StackViewer extends Windowed {
       ctx.fillStyle = ctx.strokeStyle;
       ctx.fillText(m.id, X(c) + rPix + 3 * dpr, Y(r) - rPix);
     }
-  }
-
-  // -- input ----------------------------------------------------------------------------------
-  bindEvents() {
-    const canvas = this.canvas;
-    this.el.addEventListener("wheel", (e) => {
-      e.preventDefault();
-      if (e.ctrlKey || e.metaKey) this.zoomBy(e.deltaY < 0 ? 1.15 : 1 / 1.15);
-      else {
-        this.stopCine();
-        this.setImage(this.k + (e.deltaY > 0 ? 1 : -1));
-      }
-    }, { passive: false });
-    canvas.addEventListener("keydown", (e) => {
-      const keys = /** @type {Record<string, () => void>} */ ({
-        ArrowDown: () => this.setImage(this.k + 1), ArrowUp: () => this.setImage(this.k - 1),
-        ArrowRight: () => this.setImage(this.k + 1), ArrowLeft: () => this.setImage(this.k - 1),
-        PageDown: () => this.setImage(this.k + 10), PageUp: () => this.setImage(this.k - 10),
-        Home: () => this.setImage(0), End: () => this.setImage(this.shape.n - 1),
-        "+": () => this.zoomBy(1.25), "=": () => this.zoomBy(1.25), "-": () => this.zoomBy(0.8),
-        "0": () => this.resetView(), l: () => this.setPreset("lung"), m: () => this.setPreset("mediastinum"),
-        c: () => this.toggleCine(), p: () => this.setMip(!this.mip),
-      });
-      const action = keys[e.key];
-      if (action && !e.altKey && !e.ctrlKey) {
-        e.preventDefault();
-        if (e.key !== "c") this.stopCine();
-        action();
-      }
-    });
-    canvas.addEventListener("contextmenu", (e) => e.preventDefault());
-    /** Image pixel (column, row) under a pointer event, fractional. @param {MouseEvent} e */
-    const imageAt = (e) => {
-      const rect = canvas.getBoundingClientRect();
-      const { sx, sy, ox, oy } = this.transform();
-      const dpr = devicePixelRatio || 1;
-      return { u: ((e.clientX - rect.left) * dpr - ox) / sx, v: ((e.clientY - rect.top) * dpr - oy) / sy };
-    };
-    let drag = /** @type {null | {x: number, y: number, moved: boolean, button: number, w: number, l: number}} */ (null);
-    canvas.addEventListener("pointerdown", (e) => {
-      canvas.focus({ preventScroll: true }); // scrolling now would move the image under the pointer
-      canvas.setPointerCapture(e.pointerId);
-      drag = { x: e.clientX, y: e.clientY, moved: false, button: e.button, w: this.window.width, l: this.window.level };
-      if ((this.tool === "measure" || this.tool === "bidirectional") && e.button === 0 && !e.shiftKey) {
-        const { u, v } = imageAt(e);
-        this.draft = [u, v, u, v];
-      }
-    });
-    canvas.addEventListener("pointermove", (e) => {
-      const { u, v } = imageAt(e);
-      const c = Math.floor(u);
-      const r = Math.floor(v);
-      const inside = c >= 0 && r >= 0 && c < this.shape.columns && r < this.shape.rows;
-      this.onProbe(inside ? { plane: "original", zyx: [this.k + 1, r, c], image: this.series.images[this.k].instance_number,
-        hu: this.huAt(r, c), mipMm: this.mip ? this.slabMm : 0 } : null);
-      if (!drag) return;
-      if (this.draft) {
-        this.draft[2] = u;
-        this.draft[3] = v;
-        this.invalidate(false);
-      }
-      const dx = e.clientX - drag.x;
-      const dy = e.clientY - drag.y;
-      if (!drag.moved && Math.hypot(dx, dy) < 3) return;
-      drag.moved = true;
-      if (this.draft) return;
-      if (this.tool === "pan" || drag.button === 1 || drag.button === 2 || e.shiftKey) {
-        this.panX += e.movementX;
-        this.panY += e.movementY;
-        this.invalidate(false);
-      } else if (this.tool === "window") {
-        this.setWindow(drag.w + dx * 4, drag.l + dy * 2);
-      }
-    });
-    canvas.addEventListener("pointerleave", () => { if (!drag) this.onProbe(null); });
-    canvas.addEventListener("pointercancel", () => {
-      drag = null;
-      this.draft = null;
-      this.invalidate(false);
-    });
-    canvas.addEventListener("pointerup", (e) => {
-      const click = drag && !drag.moved && drag.button === 0;
-      const moved = !!drag?.moved;
-      drag = null;
-      const line = this.draft;
-      if (line) {
-        this.draft = null;
-        this.invalidate(false);
-        if (moved) {
-          const { u, v } = imageAt(e);
-          this.commitMeasure([line[0], line[1], u, v]);
-          return;
-        }
-      }
-      if (!click || this.tool !== "add") return;
-      const { u, v } = imageAt(e);
-      if (u < 0 || v < 0 || u >= this.shape.columns || v >= this.shape.rows) return;
-      this.onPick(imageToWorld(this.series, this.k, u - 0.5, v - 0.5));
-    });
   }
 }
