@@ -67,15 +67,30 @@ export function caseHash(jobId, view) {
 }
 
 /**
- * Fetch what a reading mode draws: the original series (metadata and its pixel stack, two
- * requests), or the 1 mm volume and lung mask.
+ * The findings' outlines on the original series; a failure is kept as its message (the
+ * viewer then draws circles and says why), not thrown: the images can be read without them.
+ * @param {string | undefined} url
+ */
+async function loadOutlines(url) {
+  if (!url) return { outlines: null, outlinesError: null };
+  try {
+    return { outlines: await request(url), outlinesError: null };
+  } catch (error) {
+    return { outlines: null, outlinesError: /** @type {Error} */ (error).message || String(error) };
+  }
+}
+
+/**
+ * Fetch what a reading mode draws: the original series (metadata, its pixel stack and the
+ * findings' outlines), or the 1 mm volume and lung mask.
  * @param {any} info @param {View} view @param {(fraction: number) => void} onProgress
  */
 async function loadView(info, view, onProgress) {
   if (view === "original") {
     const series = await request(info.original.url);
-    const stack = await fetchArray(series.pixels_url, onProgress);
-    return { series, stack };
+    const [stack, outlines] = await Promise.all([fetchArray(series.pixels_url, onProgress),
+      loadOutlines(info.original.outlines_url)]);
+    return { series, stack, ...outlines };
   }
   const fractions = [0, 0];
   const show = () => onProgress((fractions[0] * 3 + fractions[1]) / 4);
@@ -414,6 +429,7 @@ function buildLayout(root, info, loader) {
       if (mode === "original") {
         viewer = new StackViewer(viewport, {
           pixels: /** @type {Int16Array} */ (data.stack.data), shape: data.stack.shape, series: data.series,
+          outlines: data.outlines, outlinesError: data.outlinesError,
           onPick: (mm) => addMissed({ center_mm: mm }),
           onWindow: () => api.windowChanged(),
           onMip: (v) => reading.mipChanged(v),
