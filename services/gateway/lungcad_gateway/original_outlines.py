@@ -1,32 +1,23 @@
 """The findings' outlines on the original series' native images, read from the job's DICOM SEG.
 
-The inference stage writes each finding's learned segmentation into ``seg.dcm``: one binary
-segment per finding (TrackingID = the finding's id), one frame per (segment, source image)
-that the mask crosses, sampled at the native pixels of the analysed series (see
-``lungcad_inference.reports.source.labels_on_slices``). Each frame names its source image
-(SOPInstanceUID, and the frame for a multi-frame object) in its DerivationImageSequence; that
-reference places it on the viewer's stack (the images of the original series document, in
+Each finding's segment frames (read by :mod:`lungcad_gateway.seg_frames`) are placed on the
+viewer's stack by their source image reference (the images of the original series document, in
 InstanceNumber order: :mod:`lungcad_gateway.original_series`).
 
 An outline is sent as a run-length mask in native pixel coordinates: per image, runs
 ``[row, first column, length]`` (rows and columns 0-based, as in the pixel stack ``(n, rows,
-columns)``); the viewer traces its contour along the pixel edges. Only pydicom and numpy are
-used (no highdicom in the gateway).
+columns)``); the viewer traces its contour along the pixel edges.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from lungcad.errors import Conflict
 from lungcad.findings import NOTICE
-
-SEG_ARTIFACT = "seg.dcm"
+from lungcad_gateway.seg_frames import SEG_ARTIFACT, finding_masks, segment_findings
 
 
 class OutlineImage(BaseModel):
@@ -55,58 +46,6 @@ class OriginalOutlines(BaseModel):
     findings: list[FindingOutline]
 
 
-def _undecodable(why: str) -> Conflict:
-    return Conflict(f"The job's DICOM SEG could not be read as nodule outlines ({why}).",
-                    code="outlines_undecodable")
-
-
-def read_seg(data: bytes) -> Any:
-    """The stored SEG as a pydicom dataset; 409 ``outlines_undecodable`` when it is not one."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
-        raise _undecodable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-    if ds.get("Modality") != "SEG" or "SegmentSequence" not in ds:
-        raise _undecodable("it is not a Segmentation object")
-    return ds
-
-
-def segment_findings(seg: Any) -> dict[int, str]:
-    """Segment number -> finding id (the segment's TrackingID)."""
-    return {int(s.SegmentNumber): str(s.TrackingID) for s in seg.SegmentSequence
-            if s.get("TrackingID")}
-
-
-def seg_frames(seg: Any) -> Iterator[tuple[int, str, int | None, np.ndarray]]:
-    """(segment number, source SOPInstanceUID, source frame or None, bool mask ``(rows,
-    columns)``) per frame of a binary SEG."""
-    try:
-        masks = np.asarray(seg.pixel_array)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
-        raise _undecodable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-    if masks.ndim == 2:
-        masks = masks[None]
-    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg \
-        else {}
-    frames = seg.get("PerFrameFunctionalGroupsSequence", [])
-    if len(frames) != len(masks):
-        raise _undecodable(f"{len(masks)} frames but {len(frames)} frame descriptions")
-    for mask, frame in zip(masks, frames, strict=True):
-        ident = (frame.get("SegmentIdentificationSequence")
-                 or shared.get("SegmentIdentificationSequence"))
-        derivation = (frame.get("DerivationImageSequence")
-                      or shared.get("DerivationImageSequence"))
-        if not ident or not derivation or not derivation[0].get("SourceImageSequence"):
-            raise _undecodable("a frame names no segment or no source image")
-        source = derivation[0].SourceImageSequence[0]
-        number = source.get("ReferencedFrameNumber")
-        yield (int(ident[0].ReferencedSegmentNumber), str(source.ReferencedSOPInstanceUID),
-               int(number) if number is not None else None, mask.astype(bool))
-
-
 def mask_runs(mask: np.ndarray) -> list[list[int]]:
     """Runs ``[row, first column, length]`` of a bool ``(rows, columns)`` mask, row by row."""
     padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
@@ -130,24 +69,10 @@ def outlines(series: dict[str, Any], seg: Any | None, finding_ids: list[str]
     if seg is None:
         return OriginalOutlines(rows=rows, columns=columns,
                                 findings=[FindingOutline(finding_id=f) for f in finding_ids])
-    if (int(seg.Rows), int(seg.Columns)) != (rows, columns):
-        raise Conflict(f"The SEG's frames are {seg.Rows} x {seg.Columns} pixels, the series' "
-                       f"images {rows} x {columns}.", code="outlines_not_on_series")
     order = series["images"]
     place = {(i["sop_instance_uid"], i.get("frame_number")): k for k, i in enumerate(order)}
     by_segment = segment_findings(seg)
-    images: dict[str, dict[int, np.ndarray]] = {}
-    for segment, uid, frame, mask in seg_frames(seg):
-        k = place.get((uid, frame))
-        if k is None and frame == 1:  # a single-frame image referenced as its frame 1
-            k = place.get((uid, None))
-        if k is None:
-            raise Conflict(f"A frame of the SEG's segment {segment} lies on an image that is not "
-                           "in the analysed series.", code="outlines_not_on_series")
-        finding = by_segment.get(segment)
-        if finding is not None and mask.any():
-            found = images.setdefault(finding, {})
-            found[k] = found[k] | mask if k in found else mask
+    images = finding_masks(seg, place, rows, columns)
     numbers = {v: k for k, v in by_segment.items()}
     result = []
     for fid in finding_ids:

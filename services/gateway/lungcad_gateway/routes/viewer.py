@@ -32,6 +32,7 @@ from lungcad_gateway.original_series import OriginalInfo, original_info
 from lungcad_gateway.presenters import job_public
 from lungcad_gateway.routes.jobs import RESULT_ARTIFACT
 from lungcad_gateway.routes.session import actor_for, audit
+from lungcad_gateway.seg_frames import SEG_ARTIFACT, read_seg
 
 router = APIRouter(tags=["viewer"])
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -140,6 +141,13 @@ def load_findings(store: Any, artifacts: dict[str, Artifact]) -> FindingsDocumen
     if artifact is None:
         return None
     return FindingsDocument.model_validate_json(store.get_bytes(artifact.object_key))
+
+
+def load_seg(store: Any, artifacts: dict[str, Artifact]) -> Any | None:
+    """The job's DICOM SEG as a pydicom dataset, or None when it has none; 409
+    ``outlines_undecodable`` when the stored file is not a SEG."""
+    artifact = artifacts.get(SEG_ARTIFACT)
+    return read_seg(store.get_bytes(artifact.object_key)) if artifact is not None else None
 
 
 def npz_member_deflate(data: bytes, array: str) -> tuple[bytes, int]:

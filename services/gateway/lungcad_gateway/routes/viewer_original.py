@@ -37,6 +37,7 @@ from lungcad_gateway.routes.viewer import (
     load_findings,
     load_job,
     load_meta,
+    load_seg,
     require_viewable,
 )
 
@@ -142,9 +143,7 @@ def viewer_original_outlines(job_id: str, request: Request, session: SessionDep,
     job, document = ensure_series(session, store, tenant.id, job_id)
     artifacts = artifacts_of(session, job.id)
     findings = load_findings(store, artifacts)
-    seg_artifact = artifacts.get(original_outlines.SEG_ARTIFACT)
-    seg = (original_outlines.read_seg(store.get_bytes(seg_artifact.object_key))
-           if seg_artifact is not None and findings is not None else None)
+    seg = load_seg(store, artifacts) if findings is not None else None
     answer = original_outlines.outlines(document, seg,
                                         [f.id for f in findings.findings] if findings else [])
     audit(session, request, tenant.id, actor_for(request), "read",
