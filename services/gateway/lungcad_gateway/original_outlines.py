@@ -72,7 +72,7 @@ def outlines(series: dict[str, Any], seg: Any | None, finding_ids: list[str]
     order = series["images"]
     place = {(i["sop_instance_uid"], i.get("frame_number")): k for k, i in enumerate(order)}
     by_segment = segment_findings(seg)
-    images = finding_masks(seg, place, rows, columns)
+    images = finding_masks(seg, place, (rows, columns))
     numbers = {v: k for k, v in by_segment.items()}
     result = []
     for fid in finding_ids:

@@ -76,15 +76,17 @@ def seg_frames(seg: Any) -> Iterator[tuple[int, str, int | None, np.ndarray]]:
                int(number) if number is not None else None, mask.astype(bool))
 
 
-def finding_masks(seg: Any, place: Place, rows: int, columns: int
+def finding_masks(seg: Any, place: Place, size: tuple[int, int] | None = None
                   ) -> dict[str, dict[int, np.ndarray]]:
     """Finding id -> {image index: bool mask ``(rows, columns)``}: each segment's non-empty
     frames placed on the series' images by their source reference (``place``), frames on the
     same image joined.
 
     Raises 409 ``outlines_not_on_series`` when the SEG's frames are of another size than the
-    series' images or name an image outside it.
+    series' images (``size``: rows, columns; not checked when None) or name an image outside
+    the series.
     """
+    rows, columns = size or (int(seg.Rows), int(seg.Columns))
     if (int(seg.Rows), int(seg.Columns)) != (rows, columns):
         raise Conflict(f"The SEG's frames are {seg.Rows} x {seg.Columns} pixels, the series' "
                        f"images {rows} x {columns}.", code="outlines_not_on_series")

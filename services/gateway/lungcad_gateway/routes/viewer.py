@@ -27,8 +27,9 @@ from lungcad.errors import Conflict, LungcadError, NotFound, job_not_found
 from lungcad.findings import NOTICE, FindingsDocument
 from lungcad.imaging.geometry import Geometry
 from lungcad.schemas import JobPublic, Problem
+from lungcad_gateway import grid_outlines
 from lungcad_gateway.deps import SearchText, SessionDep, SettingsDep, StoreDep, TenantDep
-from lungcad_gateway.original_series import OriginalInfo, original_info
+from lungcad_gateway.original_series import OriginalInfo, original_info, slice_table
 from lungcad_gateway.presenters import job_public
 from lungcad_gateway.routes.jobs import RESULT_ARTIFACT
 from lungcad_gateway.routes.session import actor_for, audit
@@ -98,6 +99,9 @@ class ViewerCase(BaseModel):
                                                  "direction_itk of the viewer grid")
     volume: ArrayInfo
     mask: ArrayInfo | None
+    outlines_url: str | None = Field(
+        None, description="The findings' masks (from the DICOM SEG) on this grid; null when the "
+                          "job has no SEG")
     labels: dict[str, str] = Field(default_factory=dict)
     lung_volumes_ml: dict[str, Any] = Field(default_factory=dict)
     findings: list[ViewerFinding]
@@ -258,6 +262,8 @@ def viewer_case(job_id: str, session: SessionDep, tenant: TenantDep,
     return ViewerCase(
         job=job_public(job), geometry=grid.to_dict(), volume=info("volume"),
         mask=info("lung_mask") if "lung_mask" in artifacts else None,
+        outlines_url=f"/v1/jobs/{job.id}/viewer/outlines"
+        if document and SEG_ARTIFACT in artifacts else None,
         labels=meta.get("labels", {}), lung_volumes_ml=meta.get("lung_volumes_ml", {}),
         findings=findings, findings_source=RESULT_ARTIFACT if document else None,
         case=document.case.model_dump(mode="json", by_alias=True) if document else None,
@@ -304,3 +310,28 @@ def viewer_mask(job_id: str, request: Request, session: SessionDep, tenant: Tena
                 store: StoreDep) -> Response:
     return _array_response(request, job_id, "lung_mask", session, tenant.id, store)
 
+
+
+@router.get("/v1/jobs/{job_id}/viewer/outlines", response_model=grid_outlines.GridOutlines,
+            responses=PROBLEMS,
+            summary="The findings' masks (DICOM SEG) on the viewer's 1 mm grid")
+def viewer_outlines(job_id: str, request: Request, session: SessionDep, tenant: TenantDep,
+                    store: StoreDep) -> grid_outlines.GridOutlines:
+    """Per finding, its segmentation mapped onto the 1 mm grid of ``/viewer/volume`` (each
+    voxel takes the SEG value of its nearest native pixel) as a box of grid voxels and its
+    run-length mask; a finding without a segment (or a job without a SEG) has no box, and the
+    viewer draws its circle instead. No DICOM image is decoded: the SEG's frames are placed by
+    the slice table preprocessing kept. 409 ``outlines_undecodable`` when the stored SEG cannot
+    be read, ``outlines_not_on_series`` when its frames do not lie on the analysed slices."""
+    job = load_job(session, tenant.id, job_id)
+    artifacts = artifacts_of(session, job.id)
+    require_viewable(job, artifacts)
+    meta = load_meta(store, artifacts)
+    findings = load_findings(store, artifacts)
+    seg = load_seg(store, artifacts) if findings is not None else None
+    answer = grid_outlines.outlines(meta, slice_table(meta), seg,
+                                    [f.id for f in findings.findings] if findings else [])
+    audit(session, request, tenant.id, actor_for(request), "read",
+          f"jobs/{job.id}/viewer/outlines", 200)
+    session.commit()
+    return answer
