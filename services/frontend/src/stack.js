@@ -6,7 +6,7 @@
  * images; window/level presets and drag, zoom and pan work as in the three-plane viewer
  * (input: `stackinput.js`). Each finding is drawn as its outline (the contour of its DICOM SEG
  * mask on the image, `outlines.js`), or, when it has none, as a circle where its sphere
- * (centre in LPS mm, long axis) crosses the native image.
+ * (centre in LPS mm, long axis) crosses the native image (painting: `markers.js`).
  *
  * Reading tools as in the three-plane viewer, on the native pixels: calipers (length, or long x
  * short axis kept perpendicular) measured in mm from PixelSpacing and kept in patient
@@ -16,11 +16,10 @@
  * case view calls; the lung tint and the crosshair need the 1 mm grid and are not drawn here.
  */
 import { drawOrientation, drawScaleBar, orientationOf } from "./annotations.js";
+import { paintStackMarkers } from "./markers.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
-import {
-  depthMm, imageGapMm, indexOfInstance, lineToWorld, pointOnImage, slabImages, worldToImage,
-} from "./original.js";
-import { Outlines, paintContour } from "./outlines.js";
+import { imageGapMm, indexOfInstance, lineToWorld, slabImages, worldToImage } from "./original.js";
+import { Outlines } from "./outlines.js";
 import { stackMax } from "./slab.js";
 import { bindStackInput } from "./stackinput.js";
 import { PRESETS, Windowed, recordRender } from "./windowing.js";
@@ -339,7 +338,7 @@ export class StackViewer extends Windowed {
     const X = (/** @type {number} */ c) => ox + (c + 0.5) * sx;
     const Y = (/** @type {number} */ r) => oy + (r + 0.5) * sy;
     delete this.el.dataset.selectedAt;
-    if (this.overlays.nodules) this.paintMarkers(ctx, X, Y, perMm, dpr);
+    if (this.overlays.nodules) paintStackMarkers(this, ctx, X, Y, perMm, dpr);
     const screen = (/** @type {number[]} */ l) => [ox + l[0] * sx, oy + l[1] * sy, ox + l[2] * sx, oy + l[3] * sy];
     const draft = this.draft ? { line: this.draft, mm: lineMm(this.draft, this.colMm, this.rowMm) } : null;
     paintCalipers(ctx, this.measure, draft, this.measure?.index === this.k, screen, dpr);
@@ -360,56 +359,5 @@ export class StackViewer extends Windowed {
     const mip = this.mip ? `  MIP ${this.slabMm} mm` : "";
     this.label.textContent = `Image ${number} (${this.k + 1} of ${n})${mip}  W ${this.window.width} L ${this.window.level}` +
       (this.cineTimer ? "  Cine" : "") + (this.outlinesError ? `  Outlines unavailable: ${this.outlinesError}` : "");
-  }
-
-  /**
-   * Each marker on the current image: a finding with an outline as its contour where its mask
-   * crosses the image; any other marker as a circle where its sphere crosses, sized by the
-   * cross-section there.
-   * @param {CanvasRenderingContext2D} ctx @param {(c: number) => number} X @param {(r: number) => number} Y
-   * @param {number} perMm @param {number} dpr
-   */
-  paintMarkers(ctx, X, Y, perMm, dpr) {
-    ctx.font = `${12 * dpr}px system-ui, sans-serif`;
-    delete this.el.dataset.selectedShape;
-    for (const m of this.markers) {
-      if (!m.center_mm) continue;
-      const selected = m.id === this.selected;
-      ctx.lineWidth = (selected ? 2.5 : 1.5) * dpr;
-      ctx.strokeStyle = m.kind === "added" ? "#ffd400" : m.verdict === "reject" ? "#888" : selected ? "#ff3b3b" : "#ff8c1a";
-      ctx.fillStyle = ctx.strokeStyle;
-      if (m.kind !== "added" && this.outlines.has(m.id)) {
-        const contour = this.outlines.contour(m.id, this.k);
-        if (!contour) continue; // its mask does not cross this image
-        const [x0, y0, x1, y1] = contour.box.map((v, i) => (i % 2 ? Y(v - 0.5) : X(v - 0.5))); // corners
-        paintContour(ctx, contour, (c) => X(c - 0.5), (r) => Y(r - 0.5));
-        ctx.fillText(m.id, x1 + 3 * dpr, y0);
-        // where the selected outline is drawn, in CSS pixels of the pane (read by the tests)
-        if (selected) this.markSelected("outline", (x0 + x1) / 2, (y0 + y1) / 2, dpr);
-        continue;
-      }
-      const radiusMm = (m.diameter_mm || 6) / 2;
-      const depth = depthMm(this.series, this.k, m.center_mm);
-      if (Math.abs(depth) > radiusMm + this.gapMm / 2) continue; // its sphere misses this image
-      const { column: c, row: r } = pointOnImage(this.series, this.k, m.center_mm);
-      const inPlane = Math.sqrt(Math.max(0, radiusMm ** 2 - depth ** 2)) || radiusMm / 3;
-      const rPix = Math.max(4 * dpr, inPlane * perMm);
-      if (selected) this.markSelected("circle", X(c), Y(r), dpr);
-      ctx.beginPath();
-      if (m.kind === "added") ctx.rect(X(c) - rPix, Y(r) - rPix, 2 * rPix, 2 * rPix);
-      else ctx.ellipse(X(c), Y(r), rPix, rPix, 0, 0, 2 * Math.PI);
-      ctx.stroke();
-      ctx.fillText(m.id, X(c) + rPix + 3 * dpr, Y(r) - rPix);
-    }
-  }
-
-  /**
-   * Where the selected marker is drawn (its circle's centre, or its outline's box centre) and
-   * how, in CSS pixels of the pane, for the tests.
-   * @param {"outline" | "circle"} shape @param {number} x @param {number} y @param {number} dpr
-   */
-  markSelected(shape, x, y, dpr) {
-    this.el.dataset.selectedAt = `${(x / dpr).toFixed(1)} ${(y / dpr).toFixed(1)}`;
-    this.el.dataset.selectedShape = shape;
   }
 }
