@@ -67,7 +67,7 @@ export function caseHash(jobId, view) {
 }
 
 /**
- * The findings' outlines on the original series; a failure is kept as its message (the
+ * The findings' outlines (original series or 1 mm grid); a failure is kept as its message (the
  * viewer then draws circles and says why), not thrown: the images can be read without them.
  * @param {string | undefined} url
  */
@@ -82,7 +82,7 @@ async function loadOutlines(url) {
 
 /**
  * Fetch what a reading mode draws: the original series (metadata, its pixel stack and the
- * findings' outlines), or the 1 mm volume and lung mask.
+ * findings' outlines), or the 1 mm volume, lung mask and the findings' masks on it.
  * @param {any} info @param {View} view @param {(fraction: number) => void} onProgress
  */
 async function loadView(info, view, onProgress) {
@@ -94,11 +94,12 @@ async function loadView(info, view, onProgress) {
   }
   const fractions = [0, 0];
   const show = () => onProgress((fractions[0] * 3 + fractions[1]) / 4);
-  const [volume, mask] = await Promise.all([
+  const [volume, mask, outlines] = await Promise.all([
     fetchArray(info.volume.url, (f) => { fractions[0] = f; show(); }),
     info.mask ? fetchArray(info.mask.url, (f) => { fractions[1] = f; show(); }) : Promise.resolve(null),
+    loadOutlines(info.outlines_url),
   ]);
-  return { volume, mask };
+  return { volume, mask, ...outlines };
 }
 
 /**
@@ -441,6 +442,7 @@ function buildLayout(root, info, loader) {
           volume: /** @type {Int16Array} */ (data.volume.data), shape: data.volume.shape,
           spacing: info.geometry.spacing_zyx_mm,
           mask: data.mask ? /** @type {Uint8Array} */ (data.mask.data) : null,
+          outlines: data.outlines, outlinesError: data.outlinesError,
           onPick: (zyx) => addMissed({ index_zyx: zyx }),
           onWindow: () => api.windowChanged(),
           onMip: (v) => reading.mipChanged(v),

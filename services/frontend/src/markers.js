@@ -80,3 +80,37 @@ export function paintStackMarkers(v, ctx, X, Y, perMm, dpr) {
     ctx.fillText(m.id, X(c) + rPix + 3 * dpr, Y(r) - rPix);
   }
 }
+
+/**
+ * The markers on one pane of the 1 mm three-plane viewer (`viewer.js`), at its slice.
+ * @param {import("./viewer.js").SliceViewer} v @param {any} p the pane
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {(c: number) => number} X @param {(r: number) => number} Y canvas position of a pixel centre
+ * @param {number} s canvas px per pane pixel @param {number} dpr
+ */
+export function paintGridMarkers(v, p, ctx, X, Y, s, dpr) {
+  ctx.font = `${12 * dpr}px system-ui, sans-serif`;
+  delete p.el.dataset.selectedShape;
+  for (const m of v.markers) {
+    const selected = m.id === v.selected;
+    styleFor(ctx, m, selected, dpr);
+    if (m.kind !== "added" && v.outlines.has(m.id)) {
+      const contour = v.outlines.contour(m.id, p.plane, v.depthOf(p));
+      if (!contour) continue; // its mask does not cross this slice
+      const [x, y] = drawOutline(ctx, contour, m.label || m.id, (c) => X(c - 0.5), (r) => Y(r - 0.5), dpr);
+      if (selected) markSelected(p.el, "outline", x, y, dpr);
+      continue;
+    }
+    const at = v.pixelOf(p, m.index_zyx);
+    const axisRadius = m.radius_vox[p.plane === "axial" ? 0 : p.plane === "coronal" ? 1 : 2];
+    if (Math.abs(at.depth) > axisRadius + 0.5) continue;
+    const inPlane = Math.sqrt(Math.max(0, axisRadius ** 2 - at.depth ** 2)) || 1;
+    const rPix = Math.max(4 * dpr, inPlane * s);
+    if (selected) markSelected(p.el, "circle", X(at.c), Y(at.r), dpr);
+    ctx.beginPath();
+    if (m.kind === "added") ctx.rect(X(at.c) - rPix, Y(at.r) - rPix, 2 * rPix, 2 * rPix);
+    else ctx.arc(X(at.c), Y(at.r), rPix, 0, 2 * Math.PI);
+    ctx.stroke();
+    ctx.fillText(m.label || m.id, X(at.c) + rPix + 3 * dpr, Y(at.r) - rPix);
+  }
+}

@@ -8,10 +8,14 @@
  * Slices are cut client-side from the whole volume; a frame recomputes only the panes whose
  * slice (or MIP slab) changed, through a 64k-entry HU -> grey lookup table, and paints at most
  * once per animation frame. Reading tools: slab MIP, orientation markers, a scale bar, an HU
- * probe and calipers (length, or long x short axis), all from the grid spacing.
+ * probe and calipers (length, or long x short axis), all from the grid spacing. Each finding is
+ * drawn as the contour of its DICOM SEG mask on the grid (`outlines.js`) on every pane its mask
+ * crosses, or, when it has none, as a circle sized from its long axis (`markers.js`).
  */
 import { ORIENTATION, drawOrientation, drawScaleBar } from "./annotations.js";
+import { paintGridMarkers } from "./markers.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
+import { GridOutlines } from "./outlines.js";
 import { slabMax, slabRange } from "./slab.js";
 import { PRESETS, Windowed, recordRender } from "./windowing.js";
 
@@ -53,8 +57,11 @@ export class SliceViewer extends Windowed {
    *   onChange?: (v: SliceViewer) => void, onPick?: (index: number[]) => void,
    *   onWindow?: (v: SliceViewer) => void, onMip?: (v: SliceViewer) => void,
    *   onProbe?: (probe: Probe | null) => void,
-   *   onMeasure?: (entries: MeasureEntry[]) => void}} options `shape` and `spacing` (mm) are
-   *   (z, y, x); spacing defaults to 1 mm
+   *   onMeasure?: (entries: MeasureEntry[]) => void,
+   *   outlines?: import("./outlines.js").GridOutlinesAnswer | null, outlinesError?: string | null}} options
+   *   `shape` and `spacing` (mm) are (z, y, x); spacing defaults to 1 mm; `outlines`: the
+   *   findings' masks on the grid (null: circles only), `outlinesError`: why they could not be
+   *   loaded (said in the panes' labels)
    */
   constructor(host, options) {
     super(options.onWindow);
@@ -83,6 +90,8 @@ export class SliceViewer extends Windowed {
     this.markers = [];
     /** @type {string | null} */
     this.selected = null;
+    this.outlines = new GridOutlines(options.outlines || null, options.shape);
+    this.outlinesError = options.outlinesError || null;
     this.tints = LUNG_TINT.map(([r, g, b, a]) => {
       const table = new Uint32Array(256);
       for (let v = 0; v < 256; v++) {
@@ -456,30 +465,7 @@ export class SliceViewer extends Windowed {
       ctx.stroke();
     }
     delete p.el.dataset.selectedAt;
-    if (this.overlays.nodules) {
-      ctx.font = `${12 * dpr}px system-ui, sans-serif`;
-      for (const m of this.markers) {
-        const at = this.pixelOf(p, m.index_zyx);
-        const axisRadius = m.radius_vox[p.plane === "axial" ? 0 : p.plane === "coronal" ? 1 : 2];
-        if (Math.abs(at.depth) > axisRadius + 0.5) continue;
-        const inPlane = Math.sqrt(Math.max(0, axisRadius ** 2 - at.depth ** 2)) || 1;
-        const rPix = Math.max(4 * dpr, inPlane * s);
-        const selected = m.id === this.selected;
-        // where the selected marker is drawn, in CSS pixels of the pane (read by the tests)
-        if (selected) p.el.dataset.selectedAt = `${(X(at.c) / dpr).toFixed(1)} ${(Y(at.r) / dpr).toFixed(1)}`;
-        ctx.lineWidth = (selected ? 2.5 : 1.5) * dpr;
-        ctx.strokeStyle = m.kind === "added" ? "#ffd400" : m.verdict === "reject" ? "#888" : selected ? "#ff3b3b" : "#ff8c1a";
-        ctx.beginPath();
-        if (m.kind === "added") {
-          ctx.rect(X(at.c) - rPix, Y(at.r) - rPix, 2 * rPix, 2 * rPix);
-        } else {
-          ctx.arc(X(at.c), Y(at.r), rPix, 0, 2 * Math.PI);
-        }
-        ctx.stroke();
-        ctx.fillStyle = ctx.strokeStyle;
-        ctx.fillText(m.label || m.id, X(at.c) + rPix + 3 * dpr, Y(at.r) - rPix);
-      }
-    }
+    if (this.overlays.nodules) paintGridMarkers(this, p, ctx, X, Y, s, dpr);
     const screen = (/** @type {number[]} */ l) => [ox + l[0] * s, oy + l[1] * s, ox + l[2] * s, oy + l[3] * s];
     const draft = p.draft ? { line: p.draft, mm: lineMm(p.draft, p.colMm, p.rowMm) } : null;
     paintCalipers(ctx, p.measure, draft, p.measure?.index === this.depthOf(p), screen, dpr);
@@ -493,7 +479,8 @@ export class SliceViewer extends Windowed {
     if (this.mip) p.el.dataset.mip = String(this.slabMm);
     else delete p.el.dataset.mip;
     const mip = this.mip ? `  MIP ${this.slabMm} mm` : "";
-    p.label.textContent = `${p.name} ${n}/${count}${mip}  W ${this.window.width} L ${this.window.level}`;
+    p.label.textContent = `${p.name} ${n}/${count}${mip}  W ${this.window.width} L ${this.window.level}` +
+      (this.outlinesError ? `  Outlines unavailable: ${this.outlinesError}` : "");
   }
 
   // -- input ----------------------------------------------------------------------------------
