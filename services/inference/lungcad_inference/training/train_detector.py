@@ -18,6 +18,7 @@ from lungcad_inference.data.vois import Voi
 from lungcad_inference.intensity import normalise_hu
 from lungcad_inference.training.augment import AugmentConfig
 from lungcad_inference.training.detector_data import InsertionConfig
+from lungcad_inference.training.loop import warmup_cosine, write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,7 @@ CONFIGS = {
 
 
 def lr_at(step: int, config: DetectorTrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    t = (step - config.warmup) / max(1, config.iterations - config.warmup)
-    # a Python float, so checkpoints (optimizer param groups) load with weights_only=True
-    return float(config.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t))))
+    return warmup_cosine(step, config.lr, config.warmup, config.iterations)
 
 
 def make_batch(rng: np.random.Generator, prepared: list[Any], bank: Any,
@@ -110,7 +107,6 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
     from lungcad_inference.training.device import (
         amp_enabled,
         autocast,
-        cpu_copy,
         grad_scaler,
         to_device,
     )
@@ -168,13 +164,9 @@ def train_detector(studies: list[Study], vois: list[Voi], config: DetectorTrainC
             bar.set_postfix(loss=f"{np.mean(history['loss'][-50:]):.3f}",
                             lr=f"{g['lr']:.1e}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.iterations:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"state_dict": cpu_copy(model.state_dict()),
-                        "optimizer": cpu_copy(opt.state_dict()),
-                        "scaler": scaler.state_dict(), "step": step + 1,
-                        "history": history, "rng": rng.bit_generator.state,
-                        "network": config.network_kwargs()}, tmp)
-            tmp.replace(ckpt)
+            write_checkpoint(ckpt, model, opt, step + 1, scaler=scaler.state_dict(),
+                             history=history, rng=rng.bit_generator.state,
+                             network=config.network_kwargs())
     model.eval()
     summary = {"wall_s": round(time.perf_counter() - t0, 1), "config": asdict(config),
                "final_loss": float(np.mean(history["loss"][-100:])),

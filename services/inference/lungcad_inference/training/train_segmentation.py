@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lungcad_inference.data.vois import Voi
+from lungcad_inference.training.loop import bce_dice, warmup_cosine, write_checkpoint
 from lungcad_inference.training.segmentation_data import Background, SegSampleConfig
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,7 @@ CONFIGS = {"small": SegTrainConfig(),
 
 
 def lr_at(step: int, config: SegTrainConfig) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    t = (step - config.warmup) / max(1, config.iterations - config.warmup)
-    return float(config.lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * t))))
+    return warmup_cosine(step, config.lr, config.warmup, config.iterations)
 
 
 def size_classes(vois: list[Voi], config: SegTrainConfig) -> list[tuple[float, np.ndarray,
@@ -78,18 +76,6 @@ def size_classes(vois: list[Voi], config: SegTrainConfig) -> list[tuple[float, n
     return [(c[0] / total, c[1], c[2]) for c in classes]
 
 
-def seg_loss(logits: Any, target: Any) -> Any:
-    """Binary cross-entropy plus (1 - soft Dice) averaged over the batch."""
-    import torch
-    from torch.nn import functional as F
-
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    dice = (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
-    return bce + (1 - dice).mean()
-
-
 def train_segmentation(vois: list[Voi], backgrounds: list[Background], config: SegTrainConfig,
                        out_dir: Path, progress: bool = True, resume: bool = True
                        ) -> tuple[Any, dict[str, Any]]:
@@ -100,7 +86,6 @@ def train_segmentation(vois: list[Voi], backgrounds: list[Background], config: S
 
     from lungcad_inference.networks import NoduleSegNet
     from lungcad_inference.segmentation import cube_size
-    from lungcad_inference.training.device import cpu_copy
     from lungcad_inference.training.segmentation_data import draw_seg_sample
 
     torch.manual_seed(config.seed)
@@ -142,7 +127,7 @@ def train_segmentation(vois: list[Voi], backgrounds: list[Background], config: S
                                                                  memory_format=fast)
         t = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None]).to(config.device,
                                                                           memory_format=fast)
-        loss = seg_loss(model(x), t)
+        loss = bce_dice(model(x), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -151,12 +136,8 @@ def train_segmentation(vois: list[Voi], backgrounds: list[Background], config: S
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(history['loss'][-50:]):.3f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.iterations:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"state_dict": cpu_copy(model.state_dict()),
-                        "optimizer": cpu_copy(opt.state_dict()), "step": step + 1,
-                        "history": history, "rng": rng.bit_generator.state,
-                        "network": config.network_kwargs()}, tmp)
-            tmp.replace(ckpt)
+            write_checkpoint(ckpt, model, opt, step + 1, history=history,
+                             rng=rng.bit_generator.state, network=config.network_kwargs())
     model.eval()
     summary = {"wall_s_this_run": round(time.perf_counter() - t0, 1), "config": asdict(config),
                "final_loss": float(np.mean(history["loss"][-100:])) if history["loss"] else None,
