@@ -64,7 +64,10 @@ def start_server(data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], st
     raise RuntimeError("server did not start")
 
 
-def prepare_case(study: Path | None, data_dir: Path, url: str, key: str) -> tuple[str, tuple]:
+def prepare_case(study: Path | None, data_dir: Path, url: str, key: str,
+                 columns: int = 320) -> tuple[str, tuple]:
+    """Store ``study`` (else a synthetic CT of 300 slices of ``columns`` x ``columns`` pixels
+    over 320 mm) as a succeeded job with findings; its id and the 1 mm volume's shape."""
     from lungcad.settings import Settings
     from lungcad_gateway.runtime import Runtime
     from lungcad_preprocess.pipeline import preprocess_path
@@ -74,8 +77,8 @@ def prepare_case(study: Path | None, data_dir: Path, url: str, key: str) -> tupl
     if study is None:
         from lungcad.synthetic import default_geometry, make_chest_ct, write_dicom_series
 
-        ct = make_chest_ct(default_geometry(shape=(300, 320, 320), spacing=(1.0, 1.0, 1.0)),
-                           seed=1)
+        ct = make_chest_ct(default_geometry(shape=(300, columns, columns),
+                                            spacing=(1.0, 320 / columns, 320 / columns)), seed=1)
         study = tmp / "synthetic"
         write_dicom_series(ct.hu, ct.geometry, study)
         nodules = [(n.center_lps, n.diameter_mm) for n in ct.nodules]
