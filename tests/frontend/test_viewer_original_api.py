@@ -135,3 +135,34 @@ def test_a_volume_upload_has_no_original_series(gateway: Gateway, tmp_path: Path
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] == "original_series_not_found"
+
+
+def test_some_images_are_those_dicom_images_in_either_layout(gateway: Gateway,
+                                                             synthetic_case: Case) -> None:
+    job = synthetic_case.job_id
+    files = read_folder(synthetic_case.folder)
+    expected = np.rint(np.stack([hu_of(ds) for ds in files])).astype(np.int16)
+    n = len(files)
+    url = f"/v1/jobs/{job}/viewer/original/pixels"
+    with gateway.client() as client:
+        whole = client.get(url)
+        middle = client.get(url, params={"start": n // 2, "count": 1})
+        chunk = client.get(url, params={"start": 2, "count": 5})
+        tail = client.get(url, params={"start": n - 3, "count": 10})  # cut at the last image
+        planes = client.get(url, params={"start": 4, "count": 3, "layout": "planes"})
+        past = client.get(url, params={"start": n})
+        bad = client.get(url, params={"count": 0})
+    assert np.array_equal(inflate_npy(whole.content), expected)  # unchanged without parameters
+    assert "x-lungcad-images" not in whole.headers
+    for response, first, count in [(middle, n // 2, 1), (chunk, 2, 5), (tail, n - 3, 3)]:
+        assert response.status_code == 200, response.text
+        assert response.headers["x-lungcad-images"] == f"{first} {count}"
+        assert response.headers["x-lungcad-layout"] == "c"
+        assert response.headers["cache-control"] == "private, no-store"
+        assert np.array_equal(inflate_npy(response.content), expected[first:first + count])
+    assert planes.headers["x-lungcad-layout"] == "planes"
+    raw = inflate_npy(planes.content).view(np.uint8).reshape(3, 2, -1).astype(np.uint16)
+    joined = (raw[:, 0] | (raw[:, 1] << 8)).view(np.int16).reshape(expected[4:7].shape)
+    assert np.array_equal(joined, expected[4:7])
+    assert past.status_code == 416 and past.json()["code"] == "images_out_of_range"
+    assert bad.status_code == 422

@@ -3,7 +3,9 @@
 ``GET /v1/jobs/{job_id}/viewer/original``: rows, columns, pixel spacing, orientation and, per
 image in InstanceNumber order, ImagePositionPatient, InstanceNumber and SOPInstanceUID.
 ``GET /v1/jobs/{job_id}/viewer/original/pixels``: the whole stack in one answer, int16 HU
-``(n, rows, columns)`` as a raw DEFLATE ``.npy`` (the format of ``/viewer/volume``).
+``(n, rows, columns)`` as a raw DEFLATE ``.npy`` (the format of ``/viewer/volume``); with
+``start`` / ``count`` / ``layout``, only some images, so the viewer can draw the first one while
+the rest loads (:mod:`lungcad_gateway.original_pixels`).
 
 Same authentication, tenant scoping and audit as the other viewer routes. The stack is decoded
 on the first request and kept (see :mod:`lungcad_gateway.original_series`); a job without an
@@ -16,17 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lungcad.db.models import Artifact, Job
-from lungcad.errors import NotFound
+from lungcad.errors import LungcadError, NotFound
 from lungcad.storage import ObjectStore
-from lungcad_gateway import original_outlines
+from lungcad_gateway import original_outlines, original_pixels
 from lungcad_gateway import original_series as original
 from lungcad_gateway.deps import SessionDep, StoreDep, TenantDep
 from lungcad_gateway.routes.session import actor_for, audit
@@ -117,17 +119,51 @@ def viewer_original(job_id: str, session: SessionDep, tenant: TenantDep,
 @router.get("/v1/jobs/{job_id}/viewer/original/pixels", responses={
     **PROBLEMS, 200: {"content": {"application/octet-stream": {}},
                       "description": "Raw DEFLATE of a .npy: int16 HU (n, rows, columns), "
-                                     "images in InstanceNumber order"}},
-    response_class=Response, summary="The original series' pixels, compressed, in one answer")
-def viewer_original_pixels(job_id: str, request: Request, session: SessionDep,
-                           tenant: TenantDep, store: StoreDep) -> Response:
-    job, _ = ensure_series(session, store, tenant.id, job_id)
+                                     "images in InstanceNumber order (with start / count: "
+                                     "(count, rows, columns), images start .. start + count "
+                                     "- 1)"}},
+    response_class=Response, summary="The original series' pixels, compressed: all of them in "
+                                     "one answer, or some images")
+def viewer_original_pixels(
+        job_id: str, request: Request, session: SessionDep, tenant: TenantDep,
+        store: StoreDep,
+        start: Annotated[int | None, Query(ge=0, description="First image (0-based stack "
+                                                             "index, InstanceNumber order)")]
+        = None,
+        count: Annotated[int | None, Query(ge=1, description="Images from start (cut at the "
+                                                             "last one); default: to the end")]
+        = None,
+        layout: Annotated[original_pixels.Layout | None, Query(
+            description="c: each image's int16 little-endian in C order (default); planes: "
+                        "each image's low bytes, then its high bytes (smaller)")] = None,
+        ) -> Response:
+    """Without parameters, the whole stack as it is stored. With any of ``start``, ``count``,
+    ``layout``: images ``start .. start + count - 1`` (header ``X-LungCAD-Images``: first index
+    and number sent, ``X-LungCAD-Layout``); 416 ``images_out_of_range`` when ``start`` is past
+    the last image."""
+    job, document = ensure_series(session, store, tenant.id, job_id)
     artifacts = artifacts_of(session, job.id)
+    stored = artifacts[original.STACK_ARTIFACT]
     audit(session, request, tenant.id, actor_for(request), "read",
           f"jobs/{job.id}/viewer/original", 200)
     session.commit()
-    return array_response(store.get_bytes(artifacts[original.STACK_ARTIFACT].object_key),
-                          original.ARRAY)
+    if start is None and count is None and layout is None:
+        return array_response(store.get_bytes(stored.object_key), original.ARRAY)
+    total = len(document["images"])
+    first = start or 0
+    if first >= total:
+        raise LungcadError(f"The series has {total} images (0 to {total - 1}); image {first} "
+                           "was asked for.", code="images_out_of_range", status=416)
+    sent = min(count or total, total - first)
+    pixels = original_pixels.CACHE.get(
+        (stored.object_key, stored.sha256),
+        lambda: original_pixels.decode_stack(store.get_bytes(stored.object_key),
+                                             original.ARRAY))
+    body, inflated = pixels.images(first, sent, layout or "c")
+    return Response(body, media_type="application/octet-stream", headers={
+        "X-LungCAD-Format": "npy", "X-LungCAD-Encoding": "deflate-raw",
+        "X-LungCAD-Inflated-Length": str(inflated), "X-LungCAD-Images": f"{first} {sent}",
+        "X-LungCAD-Layout": layout or "c", "Cache-Control": "private, no-store"})
 
 
 @router.get("/v1/jobs/{job_id}/viewer/original/outlines",
