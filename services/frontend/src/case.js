@@ -3,8 +3,10 @@
 import { request } from "./api.js";
 import { dicomDate, fmt, h, pct, progressBar, replace, size } from "./dom.js";
 import { KeyImages } from "./keyimages.js";
+import { findingImage } from "./original.js";
 import { readingTools } from "./reading.js";
 import { LABELS, MANAGEMENT, caseRisk, locationText } from "./risk.js";
+import { SeriesLoader } from "./series.js";
 import { StackViewer } from "./stack.js";
 import { PRESETS, SliceViewer } from "./viewer.js";
 import { fetchArray } from "./volume.js";
@@ -88,9 +90,12 @@ async function loadOutlines(url) {
 async function loadView(info, view, onProgress) {
   if (view === "original") {
     const series = await request(info.original.url);
-    const [stack, outlines] = await Promise.all([fetchArray(series.pixels_url, onProgress),
+    // the image shown first (the first finding's, else the middle one) loads alone, the rest behind it
+    const finding = info.findings[0]?.finding;
+    const loader = new SeriesLoader(series, finding ? findingImage(series, finding) : Math.floor(series.images.length / 2));
+    const [, outlines] = await Promise.all([loader.start().then(() => onProgress(1)),
       loadOutlines(info.original.outlines_url)]);
-    return { series, stack, ...outlines };
+    return { series, loader, ...outlines };
   }
   const fractions = [0, 0];
   const show = () => onProgress((fractions[0] * 3 + fractions[1]) / 4);
@@ -148,6 +153,8 @@ export async function showCase(root, jobId, view = null) {
       if (mine !== generation || token !== switching) return;
       history.replaceState(null, "", caseHash(jobId, next));
       layout.show(next, loaded);
+      await loaded.loader?.done.catch(() => {}); // the pane says what failed
+      if (mine !== generation || token !== switching) return;
       root.dataset.view = next;
       layout.refreshMarkers(await loadFeedback(info, layout));
       if (layout.selected) layout.select(layout.selected);
@@ -164,6 +171,8 @@ export async function showCase(root, jobId, view = null) {
   layout.refreshMarkers(feedback);
   const first = info.findings[0];
   if (first) layout.select(first.finding.id);
+  await data.loader?.done.catch(() => {}); // ready once every image is in (the pane says what failed)
+  if (mine !== generation) return;
   requestAnimationFrame(() => {
     const perf = /** @type {any} */ (window).__lungcadPerf;
     perf.openMs = performance.now() - t0;
@@ -429,7 +438,7 @@ function buildLayout(root, info, loader) {
       setTool("window");
       if (mode === "original") {
         viewer = new StackViewer(viewport, {
-          pixels: /** @type {Int16Array} */ (data.stack.data), shape: data.stack.shape, series: data.series,
+          pixels: data.loader.pixels, shape: data.loader.shape, series: data.series, loader: data.loader,
           outlines: data.outlines, outlinesError: data.outlinesError,
           onPick: (mm) => addMissed({ center_mm: mm }),
           onWindow: () => api.windowChanged(),

@@ -130,3 +130,13 @@ export function indexOfInstance(series, instanceNumber) {
   if (instanceNumber == null) return -1;
   return series.images.findIndex((image) => image.instance_number === instanceNumber);
 }
+
+/**
+ * The image a finding is shown on: the one whose InstanceNumber it carries, else (none, or a
+ * multi-frame object) the image nearest to its centre.
+ * @param {OriginalSeries} series @param {{center_mm: number[], instance_number?: number | null}} finding
+ */
+export function findingImage(series, finding) {
+  const k = indexOfInstance(series, finding.instance_number);
+  return k < 0 || series.images[k].frame_number != null ? worldToImage(series, finding.center_mm).k : k;
+}

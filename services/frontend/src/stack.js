@@ -14,11 +14,15 @@
  * half the slab of the current one along the slice normal; orientation letters from
  * ImageOrientationPatient and a scale bar. It offers the methods of `SliceViewer` that the
  * case view calls; the lung tint and the crosshair need the 1 mm grid and are not drawn here.
+ *
+ * With a `SeriesLoader` (`series.js`) the stack fills while it is shown: an image not yet in is
+ * drawn black with "loading" in the label, and drawn as soon as it arrives; the pane's
+ * `data-complete` is "false" until every image is in ("error" when some could not be loaded).
  */
 import { drawOrientation, drawScaleBar, orientationOf } from "./annotations.js";
 import { paintStackMarkers } from "./markers.js";
 import { lineMm, measureText, nextMeasure, paintCalipers } from "./measure.js";
-import { imageGapMm, indexOfInstance, lineToWorld, slabImages, worldToImage } from "./original.js";
+import { findingImage, imageGapMm, lineToWorld, slabImages, worldToImage } from "./original.js";
 import { Outlines } from "./outlines.js";
 import { stackMax } from "./slab.js";
 import { bindStackInput } from "./stackinput.js";
@@ -39,8 +43,9 @@ export class StackViewer extends Windowed {
    *   onPick?: (mm: number[]) => void, onWindow?: (v: StackViewer) => void,
    *   onMip?: (v: StackViewer) => void, onProbe?: (probe: any) => void,
    *   onMeasure?: (entries: import("./viewer.js").MeasureEntry[]) => void,
-   *   outlines?: import("./outlines.js").OriginalOutlines | null, outlinesError?: string | null}} options
-   *   `shape` is (n, rows, columns); `outlines`: the findings' outlines (null: circles only),
+   *   outlines?: import("./outlines.js").OriginalOutlines | null, outlinesError?: string | null,
+   *   loader?: import("./series.js").SeriesLoader | null}} options
+   *   `shape` is (n, rows, columns); `loader`: fills `pixels` while shown (none: all in); `outlines`: the findings' outlines (null: circles only),
    *   `outlinesError`: why they could not be loaded (said in the pane's label)
    */
   constructor(host, options) {
@@ -62,6 +67,9 @@ export class StackViewer extends Windowed {
     this.overlays = { nodules: true };
     this.outlines = new Outlines(options.outlines || null);
     this.outlinesError = options.outlinesError || null;
+    this.loader = options.loader || null;
+    /** why some images could not be loaded @type {string | null} */
+    this.loadError = null;
     this.mip = false;
     this.slabMm = 10;
     this.mipHu = new Int16Array(rows * columns);
@@ -94,6 +102,8 @@ export class StackViewer extends Windowed {
     this.el.append(this.canvas, this.label);
     host.classList.add("single");
     host.append(this.el);
+    this.el.dataset.complete = String(!this.loader || this.loader.complete);
+    if (this.loader && !this.loader.complete) this.follow(this.loader);
     this.off = document.createElement("canvas");
     this.off.width = columns;
     this.off.height = rows;
@@ -107,6 +117,26 @@ export class StackViewer extends Windowed {
     this.resizer = new ResizeObserver(() => this.invalidate(false));
     this.resizer.observe(this.canvas);
     this.invalidate(true);
+  }
+
+  /** Redraw as images arrive; say when all are in or some failed. @param {import("./series.js").SeriesLoader} loader */
+  follow(loader) {
+    loader.onImages = (start, count) => {
+      const shown = this.mip ? slabImages(this.series, this.k, this.slabMm) : [this.k];
+      const here = shown.some((k) => k >= start && k < start + count);
+      if (here) this.mipKey = "";
+      this.invalidate(here);
+    };
+    loader.done.then(() => { this.el.dataset.complete = "true"; },
+      (error) => {
+        this.loadError = /** @type {Error} */ (error).message || String(error);
+        this.el.dataset.complete = "error";
+      }).finally(() => this.invalidate(false));
+  }
+
+  /** Whether image k's pixels are in. @param {number} k */
+  hasImage(k) {
+    return !this.loader || this.loader.loaded[k] === 1;
   }
 
   // -- state ----------------------------------------------------------------------------------
@@ -197,8 +227,7 @@ export class StackViewer extends Windowed {
   jumpToFinding(finding) {
     this.selected = finding.id;
     const at = worldToImage(this.series, finding.center_mm);
-    let k = indexOfInstance(this.series, finding.instance_number);
-    if (k < 0 || this.series.images[k].frame_number != null) k = at.k;
+    const k = findingImage(this.series, finding);
     this.panX = this.panY = 0;
     if (this.zoom > 1) {
       const { sx, sy } = this.transform();
@@ -256,6 +285,7 @@ export class StackViewer extends Windowed {
   }
 
   destroy() {
+    this.loader?.stop();
     this.stopCine();
     cancelAnimationFrame(this.frame);
     this.resizer.disconnect();
@@ -299,8 +329,15 @@ export class StackViewer extends Windowed {
     const size = this.shape.rows * this.shape.columns;
     let base = this.k * size;
     let px = this.pixels;
+    const out = this.out;
+    if (!this.hasImage(this.k)) { // drawn when it arrives
+      out.fill(0xff000000);
+      this.offCtx.putImageData(this.image, 0, 0);
+      this.stale = false;
+      return;
+    }
     if (this.mip) { // the slab's maxima, recomputed only when the slab moves (not for W/L)
-      const images = slabImages(this.series, this.k, this.slabMm);
+      const images = slabImages(this.series, this.k, this.slabMm).filter((k) => this.hasImage(k));
       const key = images.join(" ");
       if (key !== this.mipKey) stackMax(this.pixels, size, images, this.mipHu);
       this.mipKey = key;
@@ -309,7 +346,6 @@ export class StackViewer extends Windowed {
       base = 0;
     }
     const grey = this.grey;
-    const out = this.out;
     for (let i = 0; i < size; i++) {
       const g = grey[px[base + i] + 32768];
       out[i] = (255 << 24) | (g << 16) | (g << 8) | g;
@@ -357,7 +393,9 @@ export class StackViewer extends Windowed {
       delete this.el.dataset.mipImages;
     }
     const mip = this.mip ? `  MIP ${this.slabMm} mm` : "";
+    const loading = this.loadError ? `  Some images could not be loaded: ${this.loadError}`
+      : this.loader && !this.loader.complete ? `  Loading images: ${this.loader.count} of ${n}${this.hasImage(this.k) ? "" : ", not this one yet"}` : "";
     this.label.textContent = `Image ${number} (${this.k + 1} of ${n})${mip}  W ${this.window.width} L ${this.window.level}` +
-      (this.cineTimer ? "  Cine" : "") + (this.outlinesError ? `  Outlines unavailable: ${this.outlinesError}` : "");
+      (this.cineTimer ? "  Cine" : "") + (this.outlinesError ? `  Outlines unavailable: ${this.outlinesError}` : "") + loading;
   }
 }

@@ -57,7 +57,7 @@ export function bindStackInput(viewer) {
     const { u, v } = imageAt(e);
     const c = Math.floor(u);
     const r = Math.floor(v);
-    const inside = c >= 0 && r >= 0 && c < viewer.shape.columns && r < viewer.shape.rows;
+    const inside = c >= 0 && r >= 0 && c < viewer.shape.columns && r < viewer.shape.rows && viewer.hasImage(viewer.k);
     viewer.onProbe(inside ? { plane: "original", zyx: [viewer.k + 1, r, c], image: viewer.series.images[viewer.k].instance_number,
       hu: viewer.huAt(r, c), mipMm: viewer.mip ? viewer.slabMm : 0 } : null);
     if (!drag) return;
