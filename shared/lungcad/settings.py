@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     preprocess_crop_margin_mm: float = 10.0
     preprocess_min_slices: int = 10
     preprocess_threads: int = 0  # 0: the CPU count
+    # the learned lung mask adds masses the classical mask cuts out (docs/preprocessing.md)
+    preprocess_learned_lung_mask: bool = True
     preprocess_memory_limit_bytes: int = 6 * 1024**3
     preprocess_timeout_s: int = 600  # below task_soft_time_limit_s
 

@@ -67,10 +67,7 @@ def test_fold_model_outlines_held_out_patients(shared_data, tmp_path) -> None:  
     assert summary["volume_abs_error_median"]["value"] <= FOLD0_MEDIAN_ABS_VOLUME_ERROR_MAX
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    strict=True, reason="60 % of the tumour lies outside the lung mask, which bounds the growth "
-                        "(test_lung_mask_realdata, issue 18)")) if n == "QIN-LSC-0064" else n
-    for n in sorted(QIN_VOLUMES)])
+@pytest.mark.parametrize("name", sorted(QIN_VOLUMES))
 def test_qin_tumour_volume_near_the_algorithms(name, study_loader, shipped_models) -> None:  # type: ignore[no-untyped-def]
     from lungcad.findings import ModelInfo
     from lungcad_inference.analysis import PatientInfo, analyze_volume

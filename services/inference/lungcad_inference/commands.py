@@ -74,6 +74,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if placement is None:
         return 2
     out = Path(args.out)
+    if args.model == "lung-mask":
+        return _train_lung_mask(args, out)
+    if not args.vois:
+        print(f"train {args.model} needs --vois", file=sys.stderr)
+        return 2
     vois = load_vois(Path(args.vois), _cache_dir(args), _rule(args))
     if args.model == "segmentation":
         from lungcad_inference.training.train_segmentation import CONFIGS as SCONF
@@ -140,6 +145,41 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{loso['operating_threshold']:.3f}: sensitivity "
                   f"{loso['operating_sensitivity']:.2f}, "
                   f"{loso['operating_fp_per_scan']:.2f} FP/scan")
+    print(f"run written to {out}")
+    return 0
+
+
+def _train_lung_mask(args: argparse.Namespace, out: Path) -> int:
+    import dataclasses
+
+    from lungcad_inference.training.lung_mask_data import load_low_study
+    from lungcad_inference.training.train_lung_mask import (
+        LungMaskTrainConfig,
+        run_lung_mask,
+        ship_lung_mask,
+    )
+
+    if not args.studies:
+        print("train lung-mask needs --studies", file=sys.stderr)
+        return 2
+    config = dataclasses.replace(LungMaskTrainConfig(), seed=args.seed, threads=args.threads,
+                                 **({"iterations": args.iterations} if args.iterations else {}))
+    studies = [load_low_study(Path(p), _cache_dir(args), threads=args.threads)
+               for p in args.studies]
+    result = run_lung_mask(studies, config, out, cv=not args.no_cv)
+    for row in result["cv"]:
+        inside = ", ".join(f"{les['inside_classical']:.2f} -> {les['inside_refined']:.2f}"
+                           for les in row["lesions"])
+        print(f"fold {row['fold']} held out {row['study']}: lesions inside the mask {inside}; "
+              f"added {row['added_ml']} mL ({row['added_percent']} %)")
+    if args.ship:
+        print(f"shipped {ship_lung_mask(out, result)}")
+        if args.ship_fold:
+            fold = result["folds"].get(args.ship_fold)
+            if fold is None:
+                print(f"--ship-fold {args.ship_fold}: not one of the studies", file=sys.stderr)
+                return 2
+            print(f"shipped {ship_lung_mask(out, result, fold)}")
     print(f"run written to {out}")
     return 0
 
@@ -298,17 +338,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    t = sub.add_parser("train", help="train the detector or the malignancy model (with CV)")
-    t.add_argument("model", choices=("detector", "malignancy", "segmentation"))
+    t = sub.add_parser("train", help="train a model (with its held-out evaluation)")
+    t.add_argument("model", choices=("detector", "malignancy", "segmentation", "lung-mask"))
     t.add_argument("--config", choices=("small", "large"), default="small",
                    help="small: 2-core CPU; large: GPU (with --device cuda or auto)")
     t.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to train: auto = cuda when torch sees a GPU, else cpu")
     t.add_argument("--amp", action="store_true",
                    help="mixed precision (float16 autocast + gradient scaling), CUDA only")
-    t.add_argument("--vois", required=True, help="lidc-nodule-vois.zip (or folder)")
+    t.add_argument("--vois", help="lidc-nodule-vois.zip (or folder); not used by lung-mask")
     t.add_argument("--studies", nargs="*", default=[],
-                   help="full studies (zip/folder/.mhd); segmentation: lung backgrounds")
+                   help="full studies (zip/folder/.mhd); segmentation: lung backgrounds; "
+                        "lung-mask: the training studies")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, help="override (malignancy)")
@@ -325,7 +366,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     t.add_argument("--ship", action="store_true", help="write the package's default weights")
     t.add_argument("--ship-fold", metavar="STUDY",
                    help="detector: ship the leave-one-study-out model that held STUDY out "
-                        "instead of training a final model on all studies")
+                        "instead of training a final model on all studies; lung-mask: also "
+                        "ship the fold model that held STUDY out (lung_mask_fold<k>.pt)")
     t.add_argument("--max-fp-per-scan", type=float, default=1.0,
                    help="operating point rule (detector)")
     _common(t)

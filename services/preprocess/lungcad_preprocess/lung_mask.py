@@ -207,14 +207,16 @@ def _hull_fill(mask: np.ndarray, max_depth_vox: float) -> np.ndarray:
 
 
 def segment_lungs(hu: np.ndarray, voxel_mm: float, x_axis_sign: float = 1.0,
-                  params: LungMaskParams | None = None) -> np.ndarray:
+                  params: LungMaskParams | None = None, body: np.ndarray | None = None
+                  ) -> np.ndarray:
     """Label right (1) and left (2) lungs in ``hu`` ``(z, y, x)`` on an isotropic grid.
 
-    ``x_axis_sign`` is +1 when array x increases toward patient left (the canonical grid).
+    ``x_axis_sign`` is +1 when array x increases toward patient left (the canonical grid);
+    ``body`` is :func:`body_mask`'s result when the caller already has it.
     Raises ProcessingError ``no_lungs_found`` when no lung-sized air is inside the body.
     """
     p = params or LungMaskParams()
-    body = body_mask(hu, p, voxel_mm)
+    body = body_mask(hu, p, voxel_mm) if body is None else body
     air = (hu < p.air_hu) & body
     airway = airway_mask(air, body, voxel_mm, p)
     if airway.any():

@@ -23,12 +23,18 @@ import numpy as np
 from lungcad.errors import ProcessingError
 from lungcad.imaging import Geometry, Volume
 from lungcad.imaging.slices import SliceTable
+from lungcad_preprocess import lung_net
 from lungcad_preprocess import resample as rs
 from lungcad_preprocess.crop import lung_crop_box
 from lungcad_preprocess.dicom_read import ReadLimits, read_series
 from lungcad_preprocess.dicom_series import choose_series, scan_dicom
 from lungcad_preprocess.itk_read import ITK_SUFFIXES, is_itk_image, read_itk_volume
-from lungcad_preprocess.lung_mask import LungMaskParams, lung_volumes_ml, segment_lungs
+from lungcad_preprocess.lung_mask import (
+    LungMaskParams,
+    body_mask,
+    lung_volumes_ml,
+    segment_lungs,
+)
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -45,6 +51,7 @@ class PreprocessOptions:
     threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     limits: ReadLimits = field(default_factory=ReadLimits)
     lung: LungMaskParams = field(default_factory=LungMaskParams)
+    learned_lung_mask: bool = True  # add masses the classical mask cuts out (lung_net)
 
     @classmethod
     def from_settings(cls, settings: Any, requested_series_uid: str | None = None
@@ -58,6 +65,8 @@ class PreprocessOptions:
             min_slices=getattr(settings, "preprocess_min_slices", defaults.min_slices),
             requested_series_uid=requested_series_uid,
             threads=getattr(settings, "preprocess_threads", 0) or defaults.threads,
+            learned_lung_mask=getattr(settings, "preprocess_learned_lung_mask",
+                                      defaults.learned_lung_mask),
         )
 
 
@@ -133,7 +142,15 @@ def preprocess_volume(volume: Volume, source: dict[str, Any],
     timings["resample"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    labels_low = segment_lungs(low, options.segmentation_spacing_mm, params=options.lung)
+    body = body_mask(low, options.lung, options.segmentation_spacing_mm)
+    labels_low = segment_lungs(low, options.segmentation_spacing_mm, params=options.lung,
+                               body=body)
+    lung_net_info: dict[str, Any] = {"used": False, "reason": "disabled"}
+    if options.learned_lung_mask:
+        labels_low, lung_net_info = lung_net.refine(
+            low, labels_low, options.segmentation_spacing_mm, options.lung, options.threads,
+            body=body)
+    del body
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -157,6 +174,7 @@ def preprocess_volume(volume: Volume, source: dict[str, Any],
         "crop_box_zyx": {"start": list(start), "stop": list(stop)},
         "source": {**source, "geometry": volume.geometry.to_dict()},
         "lung_volumes_ml": volumes,
+        "learned_lung_mask": lung_net_info,
     }
     log.info("preprocessed", extra={"shape": grid.shape, **volumes})
     return Preprocessed(hu, lungs, grid, meta, timings)

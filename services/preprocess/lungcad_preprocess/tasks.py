@@ -70,7 +70,8 @@ def run_preprocess(session: Session, lease: jobs.Lease, job: Job, objects: Objec
         "selection_reason": source.get("selection_reason"),
         "input_format": source.get("format"), "notes": source.get("notes", {}),
         "shape_zyx": list(result.geometry.shape),
-        "lung_volumes_ml": result.meta["lung_volumes_ml"]}}
+        "lung_volumes_ml": result.meta["lung_volumes_ml"],
+        "learned_lung_mask": result.meta.get("learned_lung_mask")}}
     return jobs.advance(session, lease, to_state=JobState.INFERRING, next_task=TASK_INFERENCE,
                         stage="inference:queued", timings={k: round(v, 3) for k, v in
                                                            timings.items()},

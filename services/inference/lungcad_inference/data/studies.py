@@ -26,7 +26,7 @@ from lungcad_inference.data import dicom_seg, lidc_xml, luna16
 from lungcad_inference.data.lesions import Lesion
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # 3: LIDC consensus carries the readers' texture
+CACHE_VERSION = 4  # 3: LIDC consensus carries the readers' texture; 4: the learned lung mask
 
 
 @dataclass
@@ -70,9 +70,19 @@ def _folder(path: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _lung_mask_weights_id() -> str:
+    """The lung mask depends on the learned lung-mask weights: a cache made with others is
+    stale."""
+    from lungcad_preprocess.lung_net import RULES_VERSION, WEIGHTS
+
+    weights = hashlib.sha1(WEIGHTS.read_bytes()).hexdigest()[:8] if WEIGHTS.exists() else "none"
+    return f"{weights}.{RULES_VERSION}"
+
+
 def _cache_key(path: Path, luna_csv: Path | None) -> str:
     st = path.stat()
-    parts = [path.name, str(st.st_size), str(int(st.st_mtime)), str(CACHE_VERSION)]
+    parts = [path.name, str(st.st_size), str(int(st.st_mtime)), str(CACHE_VERSION),
+             _lung_mask_weights_id()]
     if luna_csv is not None:
         parts.append(hashlib.sha1(luna_csv.read_bytes()).hexdigest()[:8])
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
