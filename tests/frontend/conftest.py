@@ -98,16 +98,30 @@ def synthetic_case_with_seg(gateway: Gateway, synthetic_study: tuple[Path, Prepr
                     dicom_reports=True)
 
 
+def _dashboard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+               study: tuple[Path, Preprocessed], dicom_reports: bool
+               ) -> Iterator[tuple[Gateway, Case]]:
+    settings = make_settings("embedded", tmp_path_factory.mktemp("dashboard"), request)
+    server, gateway = start_gateway(settings, run_relay=False)
+    try:
+        yield gateway, add_case(gateway, study, synthetic_nodules(study[1]),
+                                dicom_reports=dicom_reports)
+    finally:
+        server.__exit__()
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
               synthetic_study: tuple[Path, Preprocessed]) -> Iterator[tuple[Gateway, Case]]:
     """An embedded gateway (serving the dashboard at /) holding the synthetic case."""
-    settings = make_settings("embedded", tmp_path_factory.mktemp("dashboard"), request)
-    server, gateway = start_gateway(settings, run_relay=False)
-    try:
-        yield gateway, add_case(gateway, synthetic_study, synthetic_nodules(synthetic_study[1]))
-    finally:
-        server.__exit__()
+    yield from _dashboard(tmp_path_factory, request, synthetic_study, dicom_reports=False)
+
+
+@pytest.fixture(scope="module")
+def seg_dashboard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+                  synthetic_study: tuple[Path, Preprocessed]) -> Iterator[tuple[Gateway, Case]]:
+    """An embedded gateway holding the synthetic case with its DICOM SR and SEG."""
+    yield from _dashboard(tmp_path_factory, request, synthetic_study, dicom_reports=True)
 
 
 @pytest.fixture(scope="session")

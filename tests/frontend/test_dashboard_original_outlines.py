@@ -10,16 +10,13 @@ the viewer's code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from lungcad_preprocess.pipeline import Preprocessed
-from tests.conftest import Gateway, make_settings, start_gateway
-from tests.frontend.conftest import Case, add_case, synthetic_nodules
+from tests.conftest import Gateway
+from tests.frontend.conftest import Case
 from tests.frontend.test_dashboard_browser import open_case, sign_in
 from tests.frontend.test_dashboard_original import (
     PANE,
@@ -33,19 +30,6 @@ from tests.frontend.test_viewer_original_api import read_folder
 from tests.frontend.test_viewer_original_outlines_api import expected_masks
 
 ZOOM_STEPS = 6  # "+" six times: 1.25 ** 6, a native pixel about ten CSS px wide
-
-
-@pytest.fixture(scope="module")
-def seg_dashboard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
-                  synthetic_study: tuple[Path, Preprocessed]) -> Iterator[tuple[Gateway, Case]]:
-    """An embedded gateway holding the synthetic case with its DICOM SR and SEG."""
-    settings = make_settings("embedded", tmp_path_factory.mktemp("dashboard-seg"), request)
-    server, gateway = start_gateway(settings, run_relay=False)
-    try:
-        yield gateway, add_case(gateway, synthetic_study, synthetic_nodules(synthetic_study[1]),
-                                dicom_reports=True)
-    finally:
-        server.__exit__()
 
 
 def contour_edges(mask: np.ndarray) -> list[tuple[float, float, float, float]]:

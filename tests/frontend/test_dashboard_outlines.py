@@ -10,16 +10,13 @@ documented centring of a selected finding in a zoomed pane, not from the viewer'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from lungcad_preprocess.pipeline import Preprocessed
-from tests.conftest import Gateway, make_settings, start_gateway
-from tests.frontend.conftest import Case, add_case, synthetic_nodules
+from tests.conftest import Gateway
+from tests.frontend.conftest import Case
 from tests.frontend.test_dashboard_browser import open_case, sign_in
 from tests.frontend.test_dashboard_original_outlines import contour_edges, segment_distance
 from tests.frontend.test_viewer_outlines_api import decode
@@ -31,19 +28,6 @@ PIXELS_JS = """([x, y, r]) => {
     const c = document.querySelector('.pane-axial canvas');
     return Array.from(c.getContext('2d').getImageData(x - r, y - r, 2 * r + 1, 2 * r + 1).data);
 }"""
-
-
-@pytest.fixture(scope="module")
-def seg_dashboard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
-                  synthetic_study: tuple[Path, Preprocessed]) -> Iterator[tuple[Gateway, Case]]:
-    """An embedded gateway holding the synthetic case with its DICOM SR and SEG."""
-    settings = make_settings("embedded", tmp_path_factory.mktemp("dashboard-grid-seg"), request)
-    server, gateway = start_gateway(settings, run_relay=False)
-    try:
-        yield gateway, add_case(gateway, synthetic_study, synthetic_nodules(synthetic_study[1]),
-                                dicom_reports=True)
-    finally:
-        server.__exit__()
 
 
 def selected_near(page: Any, x: float, y: float, reach: int) -> bool:
