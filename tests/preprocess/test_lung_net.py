@@ -108,3 +108,39 @@ def test_the_shipped_network_keeps_aerated_lung_and_leaves_out_the_air_around() 
     inner = ndi.binary_erosion(ct.lungs > 0, iterations=3)
     assert np.median(prob[inner]) > 0.9
     assert np.median(prob[hu < -990]) < 0.1  # the air around the body
+
+
+def test_refine_works_in_a_child_forked_after_torch_ran_in_the_parent() -> None:
+    """The preprocessing runs in a forked child (isolate.py); a worker that also ran inference,
+    or a test run, has used torch's thread pool before the fork, and a parallel region in the
+    child then deadlocks. The child must finish."""
+    import os
+    import time
+
+    import torch
+
+    from lungcad.synthetic import default_geometry, make_chest_ct
+    from lungcad_preprocess.lung_mask import segment_lungs
+
+    torch.set_num_threads(2)
+    torch.nn.functional.conv2d(torch.ones(4, 8, 64, 64), torch.ones(8, 8, 3, 3))  # the pool
+    ct = make_chest_ct(default_geometry((60, 150, 150), (2.0, 2.0, 2.0)), nodules=[])
+    hu = ct.hu.astype(np.float32)
+    labels = segment_lungs(hu, 2.0)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when the learned step ran
+        try:
+            _, info = lung_net.refine(hu, labels, 2.0, threads=2)
+            os._exit(0 if "seconds" in info else 3)  # the network ran
+        except BaseException:
+            os._exit(4)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the learned lung mask deadlocked in a child forked after torch ran")

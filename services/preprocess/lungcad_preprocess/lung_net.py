@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,20 @@ HU_LOW, HU_HIGH = -1000.0, 400.0
 DENSE_HU = -400.0  # additions are dense voxels only: aerated lung is the classical mask's
 BONE_HU = 150.0  # ribs, spine and sternum span the rib cage additions must lie in
 RULES_VERSION = 2  # of add_masses' rules; caches of preprocessed studies key on it
+
+
+_forked_from_torch = False
+
+
+def _after_fork_in_child() -> None:
+    """A child forked from a process that had torch loaded (the isolation child of a worker
+    that also runs inference, or of a test run) must not use torch's thread pool: the
+    parent's OpenMP threads do not exist in the child, and a parallel region deadlocks."""
+    global _forked_from_torch
+    _forked_from_torch = _forked_from_torch or "torch" in sys.modules
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def normalise(hu: np.ndarray) -> np.ndarray:
@@ -242,6 +258,10 @@ def refine(hu: np.ndarray, labels: np.ndarray, voxel_mm: float, params: Any = No
     from lungcad_preprocess.lung_mask import LungMaskParams, body_mask
 
     t = time.perf_counter()
+    if threads > 0 or _forked_from_torch:
+        import torch
+
+        torch.set_num_threads(1 if _forked_from_torch else threads)
     loaded = load(weights)
     if loaded is None:
         return labels, {"used": False, "reason": "weights_missing"}
@@ -249,10 +269,6 @@ def refine(hu: np.ndarray, labels: np.ndarray, voxel_mm: float, params: Any = No
     spacing = float(sidecar.get("input_spacing_mm", 2.0))
     if abs(voxel_mm - spacing) > 1e-6:
         return labels, {"used": False, "reason": f"grid {voxel_mm} mm, trained on {spacing} mm"}
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
     probability = predict_probability(model, hu)
     if body is None:
         body = body_mask(hu, params or LungMaskParams(), voxel_mm)
